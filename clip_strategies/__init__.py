@@ -1,0 +1,13 @@
+__version__ = "0.1.0"
+
+_LAZY = {'get_strategy': 'strategy', 'list_strategies': 'strategy', 'register_strategy': 'strategy', 'Strategy': 'strategy',
+         'load_clip': 'core', 'count_params': 'core', 'seed_everything': 'core',
+         'get_dataset': 'data', 'list_datasets': 'data'}
+
+def __getattr__(name):
+    "Import the public entry points on first use, so `import clip_strategies` stays light."
+    if name not in _LAZY: raise AttributeError(f"module 'clip_strategies' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(f'clip_strategies.{_LAZY[name]}'), name)
+
+__all__ = list(_LAZY)
