@@ -21,7 +21,7 @@ def main():
 
     import torch
     torch.set_num_threads(args.threads)
-    from clip_strategies.mini import (MINI_STEPS, MINI_WEIGHTS, build_mini, load_mini, mini_zeroshot, _read_metadata)
+    from clip_strategies.mini import (MINI_STEPS, MINI_WEIGHTS, build_mini, load_mini, mini_zeroshot, mini_metadata)
     print(f'torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.2f}')
 
     path = MINI_WEIGHTS
@@ -39,6 +39,6 @@ def main():
           f'{path.stat().st_size/1e6:.2f} MB')
     for name, target in (('mini_shapes', '>= 90'), ('mini_shift', '<= 60')):
         print(f'{name:12s} zero-shot top-1: {mini_zeroshot(model, tok, name):5.1f}%  (target {target})')
-    print('metadata:', {k: v for k, v in _read_metadata(path).items() if k != 'config'})
+    print('metadata:', {k: v for k, v in mini_metadata(path).items() if k != 'config'})
 
 if __name__ == '__main__': main()

@@ -28,7 +28,7 @@ def measure(strategy_name:str, # a registered strategy name
         return dict(error=f'{type(e).__name__}: {e}'.splitlines()[0][:90])
     trainable, total = count_params(model)
     return dict(trainable=trainable, total=total, share=100 * trainable / total, tensors=len(trainable_names(model)),
-                n_tensors=sum(1 for _ in model.parameters()))
+                n_tensors=sum(1 for _ in model.parameters()), callbacks=len(strategy.callbacks()))
 
 
 def bench(backbones:list, # open_clip model names ('ViT-B/32' spelling accepted) or 'mini'
@@ -48,8 +48,10 @@ def bench(backbones:list, # open_clip model names ('ViT-B/32' spelling accepted)
     return res
 
 
+def _fmt_share(x:float)->str: return '<0.001%' if 0 < x < 0.001 else f'{x:.3f}%'
+
 def _fmt_cell(m:dict)->str:
-    return m['error'] if 'error' in m else f"{m['trainable']:>13,} {m['share']:>7.3f}% {m['tensors']:>4}/{m['n_tensors']}"
+    return m['error'] if 'error' in m else f"{m['trainable']:>13,} {_fmt_share(m['share']):>8} {m['tensors']:>4}/{m['n_tensors']}"
 
 
 def table(res:dict)->str:
@@ -57,12 +59,14 @@ def table(res:dict)->str:
     bbs = list(res)
     strategies = list(next(iter(res.values())))
     totals = {bb: next((m['total'] for m in res[bb].values() if 'total' in m), None) for bb in bbs}
-    w = max(len(s) for s in strategies + ['strategy'])
+    w = max(len(s) for s in strategies + ['strategy']) + 1
     head = f"{'strategy':<{w}}" + ''.join(f" | {bb + ' (' + (f'{totals[bb]:,}' if totals[bb] else '?') + ' params)':<36}" for bb in bbs)
     sub = f"{'':<{w}}" + ''.join(f" | {'trainable':>13} {'share':>8} {'tensors':>9}    " for _ in bbs)
     lines = [head, sub, '-' * len(head)]
+    dyn = [s for s in strategies if any(res[bb][s].get('callbacks') for bb in bbs)]
     for s in strategies:
-        lines.append(f'{s:<{w}}' + ''.join(f' | {_fmt_cell(res[bb][s]):<36}' for bb in bbs))
+        lines.append(f'{s + ("*" if s in dyn else ""):<{w}}' + ''.join(f' | {_fmt_cell(res[bb][s]):<36}' for bb in bbs))
+    if dyn: lines.append(f'* counted right after `apply`; its callbacks change what trains during training')
     return '\n'.join(lines)
 
 
@@ -78,7 +82,7 @@ def main(argv=None):
     t0 = time.time()
     res = bench(a.backbones, a.strategies)
     print(table(res))
-    print(f'\n({time.time() - t0:.1f} s; default options of each strategy; random init, so only the structure counts)')
+    print(f'\n({time.time() - t0:.1f} s; default options of each strategy; the weights do not matter here, only the structure)')
     if a.json:
         from clip_strategies.core import atomic_write
         atomic_write(Path(a.json), json.dumps(res, indent=1))

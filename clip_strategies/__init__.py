@@ -2,7 +2,8 @@ __version__ = "0.1.0"
 
 _LAZY = {'get_strategy': 'strategy', 'list_strategies': 'strategy', 'register_strategy': 'strategy', 'Strategy': 'strategy',
          'load_clip': 'core', 'count_params': 'core', 'seed_everything': 'core',
-         'get_dataset': 'data', 'list_datasets': 'data'}
+         'get_dataset': 'data', 'list_datasets': 'data',
+         'trainable_report': 'widgets', 'trainable_widget': 'widgets'}
 
 def __getattr__(name):
     "Import the public entry points on first use, so `import clip_strategies` stays light."

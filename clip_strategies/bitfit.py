@@ -7,21 +7,21 @@ __all__ = ['HF_TOWERS', 'HF_PARTS', 'HF_PACKED', 'HF_WHOLE', 'is_bias', 'hf_name
            'select_biases', 'GradMask', 'set_grad_mask', 'clear_grad_masks', 'masked_count_params', 'check_terms',
            'BitFit']
 
-# %% ../nbs/15_bitfit.ipynb #454cc127
+# %% ../nbs/15_bitfit.ipynb #8e039656
 import re, difflib
 import torch
 from torch import nn
 from .core import freeze, trainable_names
 from .strategy import Strategy, StrategyError, register_strategy
 
-# %% ../nbs/15_bitfit.ipynb #882186bc
+# %% ../nbs/15_bitfit.ipynb #bf03497c
 def is_bias(name:str, # a parameter name
            )->bool:
     "True for bias tensors: `*.bias`, packed `*_bias` (open_clip's `attn.in_proj_bias`) and `bias_*`."
     last = name.rsplit('.', 1)[-1]
     return last == 'bias' or last.endswith('_bias') or last.startswith('bias_')
 
-# %% ../nbs/15_bitfit.ipynb #5e213b25
+# %% ../nbs/15_bitfit.ipynb #cf9378de
 HF_TOWERS = {'vision_model': 'visual.', 'text_model': ''}  # Hugging Face tower prefix -> open_clip prefix (text: none)
 HF_PARTS = {  # inside a tower: Hugging Face CLIP name part -> open_clip name part
     'embeddings.patch_embedding': 'conv1',
@@ -42,7 +42,7 @@ HF_PACKED = {'q_proj': 0, 'k_proj': 1, 'v_proj': 2}  # self_attn.<x> -> third i 
 HF_WHOLE = {'visual_projection.weight': 'visual.proj', 'text_projection.weight': 'text_projection',
             'logit_scale': 'logit_scale'}  # names outside the towers
 
-# %% ../nbs/15_bitfit.ipynb #c057df78
+# %% ../nbs/15_bitfit.ipynb #55eb3ffb
 _OC2HF_PARTS = sorted(((oc, hf) for hf, oc in HF_PARTS.items()), key=lambda t: -len(t[0]))
 _OC2HF_WHOLE = {oc: hf for hf, oc in HF_WHOLE.items()}
 
@@ -56,7 +56,8 @@ def hf_names(name:str, # an open_clip CLIP parameter name
             )->list: # its Hugging Face CLIP name(s): three for a packed q/k/v tensor, none when there is no alias
     "Hugging Face CLIP name(s) of an open_clip parameter: `visual.ln_pre.bias` -> `['vision_model.pre_layrnorm.bias']`."
     if name in _OC2HF_WHOLE: return [_OC2HF_WHOLE[name]]
-    tower, rest = ('vision_model', name[len('visual.'):]) if name.startswith('visual.') else ('text_model', name)
+    vis = HF_TOWERS['vision_model']
+    tower, rest = ('vision_model', name[len(vis):]) if name.startswith(vis) else ('text_model', name)
     m = re.fullmatch(r'transformer\.resblocks\.(\d+)\.(.+)', rest)
     if not m:
         hf = _hf_part(rest)
@@ -67,7 +68,7 @@ def hf_names(name:str, # an open_clip CLIP parameter name
     hf = _hf_part(m[2])
     return [] if hf is None else [f'{blk}.{hf}']
 
-# %% ../nbs/15_bitfit.ipynb #e2ec6966
+# %% ../nbs/15_bitfit.ipynb #0961e4a8
 def bias_pieces(model:nn.Module, # an open_clip CLIP (or any module)
                )->list: # dicts: 'param' (open_clip name), 'part' (None, or 0/1/2 for q/k/v), 'names' (open_clip + Hugging Face)
     "The selectable bias pieces of `model`: whole bias tensors, and packed q/k/v biases split into their thirds."
@@ -80,7 +81,7 @@ def bias_pieces(model:nn.Module, # an open_clip CLIP (or any module)
         else: pieces.append(dict(param=n, part=None, names=[n] + hf))
     return pieces
 
-# %% ../nbs/15_bitfit.ipynb #72323db1
+# %% ../nbs/15_bitfit.ipynb #f429fb77
 def _family(name): return re.sub(r'\.\d+(?=\.)', '.{i}', name)
 
 def bias_families(model:nn.Module, # an open_clip CLIP
@@ -104,7 +105,7 @@ def _no_match_error(term, option, pieces, model):
                       "\nBias families (open_clip names):\n  " + '\n  '.join(oc) +
                       ("\nThe same as Hugging Face CLIP names:\n  " + '\n  '.join(hf) if hf else ''))
 
-# %% ../nbs/15_bitfit.ipynb #c18f714b
+# %% ../nbs/15_bitfit.ipynb #933fba18
 def select_biases(model:nn.Module, # an open_clip CLIP
                   terms:list=(), # name substrings (open_clip or Hugging Face spelling) of biases to train; empty: all
                   exclude:list=(), # name substrings of biases not to train
@@ -128,7 +129,7 @@ def select_biases(model:nn.Module, # an open_clip CLIP
         sel[n] = mask
     return sel
 
-# %% ../nbs/15_bitfit.ipynb #38ecab89
+# %% ../nbs/15_bitfit.ipynb #be104b99
 class GradMask:
     "A backward hook that zeroes the gradient where `mask` is False."
     def __init__(self, mask:torch.Tensor): self.mask = mask
@@ -161,7 +162,7 @@ def masked_count_params(model:nn.Module)->tuple:
              for p in model.parameters() if p.requires_grad)
     return tr, sum(p.numel() for p in model.parameters())
 
-# %% ../nbs/15_bitfit.ipynb #8b453ec1
+# %% ../nbs/15_bitfit.ipynb #18df0b00
 def check_terms(option:str, # the option's name, for the message
                 value, # the value given
                )->list: # the terms, as a new list
@@ -173,7 +174,7 @@ def check_terms(option:str, # the option's name, for the message
                             f"(non-empty strings), e.g. ['q_proj', 'fc2']; empty list: every bias{hint}.")
     return list(value)
 
-# %% ../nbs/15_bitfit.ipynb #3c9a653e
+# %% ../nbs/15_bitfit.ipynb #0fbdecd1
 @register_strategy('bitfit')
 class BitFit(Strategy):
     "Train bias terms only: every bias, or those matching `terms` (open_clip or Hugging Face names) minus `exclude`."

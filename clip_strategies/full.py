@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['Full']
 
-# %% ../nbs/10_full.ipynb #66a56946
+# %% ../nbs/10_full.ipynb #27a47459
 from torch import nn
 from .core import unfreeze
 from .strategy import Strategy, register_strategy
 
-# %% ../nbs/10_full.ipynb #fb22af07
+# %% ../nbs/10_full.ipynb #0cb390b4
 @register_strategy('full')
 class Full(Strategy):
     "Fine-tune everything: both encoders, both projections and the temperature `logit_scale`."

@@ -31,7 +31,7 @@ def test_run_writes_metrics_weights_and_checkpoints(tmp_path):
 @pytest.mark.parametrize('args, message', [
     (['OPTIM.MAX_EPOHC', '2'], 'did you mean OPTIM.MAX_EPOCH'),
     (['OPTIM.LR', 'fast'], "OPTIM.LR = 'fast'"),
-    (['TRAINER.NAME', 'ful'], 'unknown strategy'),
+    (['TRAINER.NAME', 'ful'], "Unknown strategy 'ful'"),
     (['DATASET.NAME', 'mini_shapez'], 'mini_shapes'),
     (['MODEL.BACKBONE.NAME', 'ViT-B/61'], 'ViT-B-16'),
     (['DATASET.NUM_SHOTS', '100000'], '100000'),
