@@ -7,21 +7,21 @@ __all__ = ['HF_TOWERS', 'HF_PARTS', 'HF_PACKED', 'HF_WHOLE', 'is_bias', 'hf_name
            'select_biases', 'GradMask', 'set_grad_mask', 'clear_grad_masks', 'masked_count_params', 'check_terms',
            'BitFit']
 
-# %% ../nbs/15_bitfit.ipynb #8e039656
+# %% ../nbs/15_bitfit.ipynb #69a7b12b
 import re, difflib
 import torch
 from torch import nn
 from .core import freeze, trainable_names
 from .strategy import Strategy, StrategyError, register_strategy
 
-# %% ../nbs/15_bitfit.ipynb #bf03497c
+# %% ../nbs/15_bitfit.ipynb #d6703119
 def is_bias(name:str, # a parameter name
            )->bool:
     "True for bias tensors: `*.bias`, packed `*_bias` (open_clip's `attn.in_proj_bias`) and `bias_*`."
     last = name.rsplit('.', 1)[-1]
     return last == 'bias' or last.endswith('_bias') or last.startswith('bias_')
 
-# %% ../nbs/15_bitfit.ipynb #cf9378de
+# %% ../nbs/15_bitfit.ipynb #76e4c5cb
 HF_TOWERS = {'vision_model': 'visual.', 'text_model': ''}  # Hugging Face tower prefix -> open_clip prefix (text: none)
 HF_PARTS = {  # inside a tower: Hugging Face CLIP name part -> open_clip name part
     'embeddings.patch_embedding': 'conv1',
@@ -42,7 +42,7 @@ HF_PACKED = {'q_proj': 0, 'k_proj': 1, 'v_proj': 2}  # self_attn.<x> -> third i 
 HF_WHOLE = {'visual_projection.weight': 'visual.proj', 'text_projection.weight': 'text_projection',
             'logit_scale': 'logit_scale'}  # names outside the towers
 
-# %% ../nbs/15_bitfit.ipynb #55eb3ffb
+# %% ../nbs/15_bitfit.ipynb #7b750328
 _OC2HF_PARTS = sorted(((oc, hf) for hf, oc in HF_PARTS.items()), key=lambda t: -len(t[0]))
 _OC2HF_WHOLE = {oc: hf for hf, oc in HF_WHOLE.items()}
 
@@ -68,7 +68,7 @@ def hf_names(name:str, # an open_clip CLIP parameter name
     hf = _hf_part(m[2])
     return [] if hf is None else [f'{blk}.{hf}']
 
-# %% ../nbs/15_bitfit.ipynb #0961e4a8
+# %% ../nbs/15_bitfit.ipynb #6954de26
 def bias_pieces(model:nn.Module, # an open_clip CLIP (or any module)
                )->list: # dicts: 'param' (open_clip name), 'part' (None, or 0/1/2 for q/k/v), 'names' (open_clip + Hugging Face)
     "The selectable bias pieces of `model`: whole bias tensors, and packed q/k/v biases split into their thirds."
@@ -81,7 +81,7 @@ def bias_pieces(model:nn.Module, # an open_clip CLIP (or any module)
         else: pieces.append(dict(param=n, part=None, names=[n] + hf))
     return pieces
 
-# %% ../nbs/15_bitfit.ipynb #f429fb77
+# %% ../nbs/15_bitfit.ipynb #89b8c7ba
 def _family(name): return re.sub(r'\.\d+(?=\.)', '.{i}', name)
 
 def bias_families(model:nn.Module, # an open_clip CLIP
@@ -105,7 +105,7 @@ def _no_match_error(term, option, pieces, model):
                       "\nBias families (open_clip names):\n  " + '\n  '.join(oc) +
                       ("\nThe same as Hugging Face CLIP names:\n  " + '\n  '.join(hf) if hf else ''))
 
-# %% ../nbs/15_bitfit.ipynb #933fba18
+# %% ../nbs/15_bitfit.ipynb #51d0c7a3
 def select_biases(model:nn.Module, # an open_clip CLIP
                   terms:list=(), # name substrings (open_clip or Hugging Face spelling) of biases to train; empty: all
                   exclude:list=(), # name substrings of biases not to train
@@ -129,7 +129,7 @@ def select_biases(model:nn.Module, # an open_clip CLIP
         sel[n] = mask
     return sel
 
-# %% ../nbs/15_bitfit.ipynb #be104b99
+# %% ../nbs/15_bitfit.ipynb #1f9d9919
 class GradMask:
     "A backward hook that zeroes the gradient where `mask` is False."
     def __init__(self, mask:torch.Tensor): self.mask = mask
@@ -162,7 +162,7 @@ def masked_count_params(model:nn.Module)->tuple:
              for p in model.parameters() if p.requires_grad)
     return tr, sum(p.numel() for p in model.parameters())
 
-# %% ../nbs/15_bitfit.ipynb #18df0b00
+# %% ../nbs/15_bitfit.ipynb #584ff4bb
 def check_terms(option:str, # the option's name, for the message
                 value, # the value given
                )->list: # the terms, as a new list
@@ -174,7 +174,7 @@ def check_terms(option:str, # the option's name, for the message
                             f"(non-empty strings), e.g. ['q_proj', 'fc2']; empty list: every bias{hint}.")
     return list(value)
 
-# %% ../nbs/15_bitfit.ipynb #0fbdecd1
+# %% ../nbs/15_bitfit.ipynb #a1be62d9
 @register_strategy('bitfit')
 class BitFit(Strategy):
     "Train bias terms only: every bias, or those matching `terms` (open_clip or Hugging Face names) minus `exclude`."

@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['LR_ROLES', 'projection_names', 'lr_roles', 'check_mult', 'build_base', 'DifferentialLR']
 
-# %% ../nbs/17_differential_lr.ipynb #d3c82351
+# %% ../nbs/17_differential_lr.ipynb #e65414be
 import math, numbers
 import torch
 from torch import nn
 from .strategy import Strategy, StrategyError, register_strategy, get_strategy, no_weight_decay
 from .frozen_vision import TEMPERATURE, visual_proj_names, text_proj_names
 
-# %% ../nbs/17_differential_lr.ipynb #a38473bc
+# %% ../nbs/17_differential_lr.ipynb #7606de4e
 LR_ROLES = ('encoder', 'projection', 'logit_scale', 'new')
 
 def projection_names(model:nn.Module)->list:
@@ -31,7 +31,7 @@ def lr_roles(model:nn.Module, # an open_clip CLIP
     return {n: 'logit_scale' if n in TEMPERATURE else 'projection' if n in proj else 'new' if n in new else 'encoder'
             for n, _ in model.named_parameters()}
 
-# %% ../nbs/17_differential_lr.ipynb #0f2e782d
+# %% ../nbs/17_differential_lr.ipynb #5789a767
 def check_mult(option:str, # the option's name, for the message
                value, # the value given
               )->float:
@@ -62,7 +62,7 @@ def build_base(base, # a strategy name or a configured `Strategy`
         raise StrategyError(f"differential_lr base={strat.name!r} trains nothing, so there are no learning rates to set.")
     return strat
 
-# %% ../nbs/17_differential_lr.ipynb #4377e1e9
+# %% ../nbs/17_differential_lr.ipynb #ef5ebd29
 @register_strategy('differential_lr')
 class DifferentialLR(Strategy):
     "Learning-rate multipliers for encoders, projections, `logit_scale` and new tensors, on top of a base strategy's selection."

@@ -5,16 +5,17 @@
 # %% auto #0
 __all__ = ['Full']
 
-# %% ../nbs/10_full.ipynb #27a47459
+# %% ../nbs/10_full.ipynb #c2105e34
 from torch import nn
 from .core import unfreeze
 from .strategy import Strategy, register_strategy
+from .bitfit import clear_grad_masks
 
-# %% ../nbs/10_full.ipynb #0cb390b4
+# %% ../nbs/10_full.ipynb #d699c958
 @register_strategy('full')
 class Full(Strategy):
     "Fine-tune everything: both encoders, both projections and the temperature `logit_scale`."
     def apply(self, model:nn.Module, # a CLIP model (open_clip or mini)
              )->nn.Module: # the same model, every parameter trainable
-        "Make every parameter trainable (idempotent)."
-        return unfreeze(model)
+        "Make every parameter trainable, whole (idempotent; removes gradient masks left by BitFit or ABS)."
+        return unfreeze(clear_grad_masks(model))

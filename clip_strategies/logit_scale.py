@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['LogitScale', 'metrics_vs_scale']
 
-# %% ../nbs/16_logit_scale.ipynb #77846d1f
+# %% ../nbs/16_logit_scale.ipynb #34c1e2f7
 import torch
 from torch import nn
 from .strategy import Strategy, register_strategy
 from .frozen_vision import temperature_names, train_only
 from .zeroshot import classification_metrics
 
-# %% ../nbs/16_logit_scale.ipynb #638baf7a
+# %% ../nbs/16_logit_scale.ipynb #5048542b
 @register_strategy('logit_scale')
 class LogitScale(Strategy):
     "Train only the temperature `logit_scale` (temperature scaling): top-1 cannot change, NLL and calibration can."
@@ -25,7 +25,7 @@ class LogitScale(Strategy):
         "Freeze `model`, then make exactly `logit_scale` trainable."
         return train_only(model, self.trainable(model))
 
-# %% ../nbs/16_logit_scale.ipynb #fe1eb418
+# %% ../nbs/16_logit_scale.ipynb #6b11f8d9
 def metrics_vs_scale(cos:torch.Tensor, # [N, C] cosine similarities (unscaled logits)
                      labels:torch.Tensor, # [N] true classes
                      scales, # values of exp(logit_scale) to try

@@ -7,21 +7,21 @@ __all__ = ['STRATEGY_MODULES', 'no_weight_decay', 'decay_groups', 'param_group_p
            'Strategy', 'register_strategy', 'import_strategy_modules', 'list_strategies', 'get_strategy_class',
            'get_strategy', 'ZeroShot', 'check_strategy']
 
-# %% ../nbs/06_strategy.ipynb #d8ee5a60
+# %% ../nbs/06_strategy.ipynb #993a47f8
 import difflib, importlib, inspect
 import torch
 from torch import nn
 from fastcore.docments import docments
 from .core import freeze, trainable_names
 
-# %% ../nbs/06_strategy.ipynb #aa5c5dcb
+# %% ../nbs/06_strategy.ipynb #412e1242
 def no_weight_decay(name:str, # parameter name
                     p:torch.Tensor, # the parameter
                    )->bool:
     "True for tensors that should not decay: 0-D/1-D tensors (biases, norm gains, class embedding) and `logit_scale`."
     return p.ndim < 2 or name.split('.')[-1] == 'logit_scale'
 
-# %% ../nbs/06_strategy.ipynb #2cb75b07
+# %% ../nbs/06_strategy.ipynb #b18ba6f6
 def decay_groups(named_params, # iterable of (name, parameter); frozen ones are skipped
                  lr:float, # learning rate of both groups
                  weight_decay:float=0.0, # weight decay of the decay group (the other gets 0)
@@ -36,7 +36,7 @@ def decay_groups(named_params, # iterable of (name, parameter); frozen ones are 
               dict(name=f'{pre}no_decay', params=nodec, lr=lr, weight_decay=0.0)]
     return [g for g in groups if g['params']]
 
-# %% ../nbs/06_strategy.ipynb #1e8c1c0c
+# %% ../nbs/06_strategy.ipynb #8fa3e41d
 def param_group_problems(model:nn.Module, # the model the groups are for
                          groups:list, # param groups (dicts with 'params')
                         )->list: # problems found, as sentences (empty when the groups are sound)
@@ -66,7 +66,7 @@ def check_param_groups(model:nn.Module, # the model the groups are for
                                   (f'\n  ... and {len(problems) - 20} more' if len(problems) > 20 else ''))
     return groups
 
-# %% ../nbs/06_strategy.ipynb #2a441855
+# %% ../nbs/06_strategy.ipynb #db09db0e
 class StrategyError(ValueError):
     "An unknown strategy, an unknown option, or a strategy class that breaks the protocol."
 
@@ -113,7 +113,7 @@ class Strategy:
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_options().items())})"
 
-# %% ../nbs/06_strategy.ipynb #7d5e3173
+# %% ../nbs/06_strategy.ipynb #f138510f
 _REGISTRY = {}  # name -> Strategy subclass
 _PKG = 'clip_strategies'
 _state = dict(loaded=False, loading=False)
@@ -136,7 +136,7 @@ def register_strategy(name:str, # the name used by `get_strategy` and `TRAINER.N
         return cls
     return deco
 
-# %% ../nbs/06_strategy.ipynb #a706b753
+# %% ../nbs/06_strategy.ipynb #520c9fce
 STRATEGY_MODULES = ['full', 'frozen_vision', 'frozen_text', 'projection', 'last_n', 'bitfit', 'logit_scale',
                     'differential_lr', 'abs', 'prompt', 'prefix', 'adapter', 'linear_probe', 'tip']
 
@@ -161,7 +161,7 @@ def _load_strategies():
         _state['loaded'] = True
     finally: _state['loading'] = False
 
-# %% ../nbs/06_strategy.ipynb #cab95abf
+# %% ../nbs/06_strategy.ipynb #9a293927
 def list_strategies()->list:
     "Sorted names of all registered strategies (strategy modules are imported on first call)."
     _load_strategies()
@@ -199,7 +199,7 @@ def get_strategy(name:str, # a registered strategy name (case-insensitive), or a
         opts[kk] = v
     return cls(**opts)
 
-# %% ../nbs/06_strategy.ipynb #28452761
+# %% ../nbs/06_strategy.ipynb #69da5b77
 @register_strategy('zeroshot')
 class ZeroShot(Strategy):
     "Nothing trains: evaluate the pre-trained model with prompt-ensemble class weights."
@@ -208,7 +208,7 @@ class ZeroShot(Strategy):
         "Freeze every parameter."
         return freeze(model)
 
-# %% ../nbs/06_strategy.ipynb #41f6ac9f
+# %% ../nbs/06_strategy.ipynb #7d3bb138
 def check_strategy(strategy:Strategy, # a configured strategy
                    model:nn.Module, # a model to apply it to (changed in place)
                    lr:float=1e-3, # learning rate passed to `param_groups`

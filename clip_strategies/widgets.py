@@ -6,14 +6,14 @@
 __all__ = ['param_path', 'tensor_rows', 'module_rows', 'TrainableReport', 'trainable_report', 'tree_html', 'trainable_widget',
            'numeric_keys', 'history_keys', 'plot_history', 'before_after_pairs', 'plot_before_after']
 
-# %% ../nbs/05_widgets.ipynb #827926ee
+# %% ../nbs/05_widgets.ipynb #fd0e8aa7
 import html, math, re
 import torch
 from torch import nn
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
-# %% ../nbs/05_widgets.ipynb #711cc6d4
+# %% ../nbs/05_widgets.ipynb #52dee4c5
 def param_path(name:str, # a parameter name from `named_parameters`
               )->list: # its module levels, a list index kept with its container
     "Split a parameter name into tree levels: `a.b.0.c` -> `['a', 'b.0', 'c']`."
@@ -23,7 +23,7 @@ def param_path(name:str, # a parameter name from `named_parameters`
         else: parts.append(p)
     return parts
 
-# %% ../nbs/05_widgets.ipynb #db2a465a
+# %% ../nbs/05_widgets.ipynb #8d27d23a
 def _fmt_lr(lr): return '-' if lr is None else f'{lr:.3g}'
 
 def _group_lookup(model, param_groups):
@@ -62,7 +62,7 @@ def tensor_rows(model:nn.Module, # any torch module
     if n_foreign: problems.append(f'{n_foreign} tensor(s) in the param groups are not parameters of this model')
     return rows, problems
 
-# %% ../nbs/05_widgets.ipynb #bb679b16
+# %% ../nbs/05_widgets.ipynb #ceca7c97
 def _node(name, depth, kind):
     return dict(name=name, depth=depth, kind=kind, trainable=0, total=0, n_tensors=0,
                 trainable_names=[], lrs=[], children=[])
@@ -108,7 +108,7 @@ def module_rows(tensors:list, # rows from `tensor_rows`
     for nd in out: nd['children'] = [c['name'] for c in nd['children']]
     return out
 
-# %% ../nbs/05_widgets.ipynb #c99aca65
+# %% ../nbs/05_widgets.ipynb #ca4ef2e0
 def _num(n): return f'{n:,}'
 def _pct(x): return '0' if x == 0 else ('<0.01' if x < 0.01 else f'{x:.2f}')
 
@@ -129,7 +129,7 @@ def _lr_summary(lrs):
     if not lrs: return ''
     return _fmt_lr(lrs[0]) if len(lrs) == 1 else f'{_fmt_lr(lrs[0])}…{_fmt_lr(lrs[-1])}'
 
-# %% ../nbs/05_widgets.ipynb #20da1da5
+# %% ../nbs/05_widgets.ipynb #3f3df82d
 class TrainableReport:
     "Who trains, per module: rows for tests and logs, plain text via `str`, an HTML table in notebooks."
     def __init__(self, model:nn.Module, # the model to inspect
@@ -237,7 +237,7 @@ def _color(r):
     "Green: all trains, orange: some, grey: frozen."
     return '#2a2' if r['trainable'] == r['total'] and r['total'] else ('#e90' if r['trainable'] else '#bbb')
 
-# %% ../nbs/05_widgets.ipynb #ac52019c
+# %% ../nbs/05_widgets.ipynb #b8f993b0
 def trainable_report(model:nn.Module, # the model to inspect
                      param_groups:list=None, # optional optimiser groups: dicts with 'params', 'lr', 'name'
                      max_depth:int=3, # deepest module level with its own row
@@ -246,7 +246,7 @@ def trainable_report(model:nn.Module, # the model to inspect
     "Trainable and total parameters per module, as text (`str`), HTML (in notebooks) and data (`.rows`, `.tensors`)."
     return TrainableReport(model, param_groups, max_depth, collapse)
 
-# %% ../nbs/05_widgets.ipynb #cd510802
+# %% ../nbs/05_widgets.ipynb #84d6479b
 def _bar(r, width=80):
     w = int(round(width * r['pct_trainable'] / 100))
     return (f'<span style="display:inline-block;width:{width}px;height:0.7em;background:#ddd;vertical-align:middle">'
@@ -285,7 +285,7 @@ def tree_html(rep:TrainableReport, # a report from `trainable_report`
                 f"{inner}</details>")
     return f"<div style='font-family:monospace;font-size:12px'>{render(rep.rows[0])}</div>"
 
-# %% ../nbs/05_widgets.ipynb #6699614a
+# %% ../nbs/05_widgets.ipynb #3e348906
 def trainable_widget(model:nn.Module, # the model to inspect
                      param_groups:list=None, # optional optimiser groups: dicts with 'params', 'lr', 'name'
                      max_depth:int=4, # deepest module level in the tree
@@ -309,7 +309,7 @@ def trainable_widget(model:nn.Module, # the model to inspect
     box.report, box.controls = rep, dict(depth=depth, only_trainable=only, tree=tree)
     return box
 
-# %% ../nbs/05_widgets.ipynb #ebdb9b23
+# %% ../nbs/05_widgets.ipynb #5f962340
 _SKIP = {'step', 'epoch', 'iter', 'iteration', 'lr', 'time', 'n', 'batch', 'samples'}
 _ACC = re.compile(r'acc|top\d|recall|r@|_r\d')  # accuracy-like metrics (percentages)
 _ACC_DEFAULT = re.compile(r'acc|top1')  # plotted by default
@@ -371,7 +371,7 @@ def plot_history(history:list, # list of dicts, one per step or epoch (e.g. `Lea
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_widgets.ipynb #a92798b0
+# %% ../nbs/05_widgets.ipynb #7c63e237
 def before_after_pairs(before:dict, # metrics before (or name -> (before, after) when `after` is None)
                        after:dict=None, # metrics after
                        metric:str='top1', # which metric to take from nested per-task dicts
