@@ -4,14 +4,13 @@
 
 # %% auto #0
 __all__ = ['HF_TOWERS', 'HF_PARTS', 'HF_PACKED', 'HF_WHOLE', 'is_bias', 'hf_names', 'bias_pieces', 'bias_families',
-           'select_biases', 'GradMask', 'set_grad_mask', 'clear_grad_masks', 'masked_count_params', 'check_terms',
-           'BitFit']
+           'select_biases', 'masked_count_params', 'check_terms', 'BitFit']
 
 # %% ../nbs/15_bitfit.ipynb #69a7b12b
 import re, difflib
 import torch
 from torch import nn
-from .core import freeze, trainable_names
+from .core import freeze, trainable_names, GradMask, set_grad_mask, clear_grad_masks
 from .strategy import Strategy, StrategyError, register_strategy
 
 # %% ../nbs/15_bitfit.ipynb #d6703119
@@ -130,32 +129,6 @@ def select_biases(model:nn.Module, # an open_clip CLIP
     return sel
 
 # %% ../nbs/15_bitfit.ipynb #1f9d9919
-class GradMask:
-    "A backward hook that zeroes the gradient where `mask` is False."
-    def __init__(self, mask:torch.Tensor): self.mask = mask
-    def __call__(self, grad): return grad.masked_fill(~self.mask.to(grad.device), 0)
-    def __repr__(self): return f'GradMask({int(self.mask.sum())}/{self.mask.numel()} elements train)'
-
-def set_grad_mask(p:nn.Parameter, # the parameter
-                  mask:torch.Tensor=None, # bool, same shape as `p`: True where elements train; None removes the mask
-                 )->nn.Parameter:
-    "Let only the `mask` elements of `p` receive gradients (replacing any earlier mask)."
-    handle = getattr(p, 'grad_mask_handle', None)
-    if handle is not None: handle.remove()
-    p.grad_mask = p.grad_mask_handle = None
-    if mask is None: return p
-    if mask.shape != p.shape or mask.dtype != torch.bool:
-        raise ValueError(f"grad mask must be a bool tensor of shape {tuple(p.shape)}, got {mask.dtype} {tuple(mask.shape)}")
-    p.grad_mask = mask
-    p.grad_mask_handle = p.register_hook(GradMask(mask))
-    return p
-
-def clear_grad_masks(model:nn.Module)->nn.Module:
-    "Remove every gradient mask from the parameters of `model`."
-    for p in model.parameters():
-        if getattr(p, 'grad_mask_handle', None) is not None: set_grad_mask(p, None)
-    return model
-
 def masked_count_params(model:nn.Module)->tuple:
     "`(trainable, total)` parameter elements, counting only the unmasked elements of masked tensors."
     tr = sum(int(p.grad_mask.sum()) if getattr(p, 'grad_mask', None) is not None else p.numel()

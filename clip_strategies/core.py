@@ -9,14 +9,15 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 # %% auto #0
-__all__ = ['get_device', 'seed_everything', 'cache_dir', 'atomic_write', 'save_safetensors', 'load_state_dict', 'count_params',
-           'trainable_names', 'freeze', 'unfreeze', 'set_trainable', 'encode_images', 'encode_texts',
-           'normalize_model_name', 'WeightsUnavailableError', 'cached_weights', 'check_weights_available',
-           'load_weights', 'load_clip']
+__all__ = ['get_device', 'seed_everything', 'cache_dir', 'atomic_write', 'save_safetensors', 'load_state_dict', 'GradMask',
+           'set_grad_mask', 'clear_grad_masks', 'count_params', 'trainable_names', 'freeze', 'unfreeze',
+           'set_trainable', 'encode_images', 'encode_texts', 'normalize_model_name', 'WeightsUnavailableError',
+           'cached_weights', 'check_weights_available', 'load_weights', 'load_clip']
 
 # %% ../nbs/00_core.ipynb #558ac8b8
 import numpy as np
 import torch
+from torch import nn
 import open_clip
 
 # %% ../nbs/00_core.ipynb #23a0397d
@@ -83,6 +84,34 @@ def load_state_dict(path:str|Path, # a .safetensors file, or a torch file holdin
     if isinstance(sd, dict) and 'state_dict' in sd: sd = sd['state_dict']
     return {(k[7:] if k.startswith('module.') else k): v for k,v in sd.items()}
 
+# %% ../nbs/00_core.ipynb #3622c8bc
+class GradMask:
+    "A backward hook that zeroes the gradient where `mask` is False."
+    def __init__(self, mask:torch.Tensor): self.mask = mask
+    def __call__(self, grad): return grad.masked_fill(~self.mask.to(grad.device), 0)
+    def __repr__(self): return f'GradMask({int(self.mask.sum())}/{self.mask.numel()} elements train)'
+
+def set_grad_mask(p:nn.Parameter, # the parameter
+                  mask:torch.Tensor=None, # bool, same shape as `p`: True where elements train; None removes the mask
+                 )->nn.Parameter:
+    "Let only the `mask` elements of `p` receive gradients (replacing any earlier mask)."
+    handle = getattr(p, 'grad_mask_handle', None)
+    if handle is not None: handle.remove()
+    p.grad_mask = p.grad_mask_handle = None
+    if mask is None: return p
+    if mask.shape != p.shape or mask.dtype != torch.bool:
+        raise ValueError(f"grad mask must be a bool tensor of shape {tuple(p.shape)}, got {mask.dtype} {tuple(mask.shape)}")
+    p.grad_mask = mask
+    p.grad_mask_handle = p.register_hook(GradMask(mask))
+    return p
+
+def clear_grad_masks(model:nn.Module)->nn.Module:
+    "Remove every gradient mask from the parameters of `model`."
+    for p in model.parameters():
+        if getattr(p, 'grad_mask_handle', None) is not None: set_grad_mask(p, None)
+    return model
+
+
 # %% ../nbs/00_core.ipynb #98479d30
 def count_params(model:torch.nn.Module)->tuple[int,int]:
     "`(trainable, total)` number of parameter elements in `model`."
@@ -99,13 +128,13 @@ def trainable_names(model:torch.nn.Module)->list[str]:
 
 # %% ../nbs/00_core.ipynb #196cac4f
 def freeze(model:torch.nn.Module)->torch.nn.Module:
-    "Make no parameter of `model` trainable; returns `model`."
-    for p in model.parameters(): p.requires_grad_(False)
+    "Make no parameter of `model` trainable (and drop gradient masks); returns `model`."
+    for p in clear_grad_masks(model).parameters(): p.requires_grad_(False)
     return model
 
 def unfreeze(model:torch.nn.Module)->torch.nn.Module:
-    "Make every parameter of `model` trainable; returns `model`."
-    for p in model.parameters(): p.requires_grad_(True)
+    "Make every parameter of `model` wholly trainable (dropping gradient masks); returns `model`."
+    for p in clear_grad_masks(model).parameters(): p.requires_grad_(True)
     return model
 
 # %% ../nbs/00_core.ipynb #6f993dd9

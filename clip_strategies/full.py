@@ -9,7 +9,6 @@ __all__ = ['Full']
 from torch import nn
 from .core import unfreeze
 from .strategy import Strategy, register_strategy
-from .bitfit import clear_grad_masks
 
 # %% ../nbs/10_full.ipynb #d699c958
 @register_strategy('full')
@@ -18,4 +17,4 @@ class Full(Strategy):
     def apply(self, model:nn.Module, # a CLIP model (open_clip or mini)
              )->nn.Module: # the same model, every parameter trainable
         "Make every parameter trainable, whole (idempotent; removes gradient masks left by BitFit or ABS)."
-        return unfreeze(clear_grad_masks(model))
+        return unfreeze(model)  # `unfreeze` also drops gradient masks
