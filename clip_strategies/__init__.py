@@ -1,7 +1,7 @@
 __version__ = "0.1.0"
 
 _LAZY = {'get_strategy': 'strategy', 'list_strategies': 'strategy', 'register_strategy': 'strategy', 'Strategy': 'strategy',
-         'load_clip': 'core', 'count_params': 'core', 'seed_everything': 'core',
+         'load_clip': 'models', 'count_params': 'core', 'seed_everything': 'core',
          'get_dataset': 'data', 'list_datasets': 'data',
          'trainable_report': 'widgets', 'trainable_widget': 'widgets'}
 

@@ -29,7 +29,7 @@ def test_run_writes_metrics_weights_and_checkpoints(tmp_path):
     assert (out/'model.safetensors').is_file() and (out/'checkpoints'/'last.json').is_file()
 
 @pytest.mark.parametrize('args, message', [
-    (['OPTIM.MAX_EPOHC', '2'], 'did you mean OPTIM.MAX_EPOCH'),
+    (['OPTIM.MAX_EPOHC', '2'], "Did you mean 'OPTIM.MAX_EPOCH'"),
     (['OPTIM.LR', 'fast'], "OPTIM.LR = 'fast'"),
     (['TRAINER.NAME', 'ful'], "Unknown strategy 'ful'"),
     (['DATASET.NAME', 'mini_shapez'], 'mini_shapes'),

@@ -7,13 +7,16 @@ Python's and NumPy's global RNGs (the dataset draws noise from all three on ever
 import json, subprocess, sys, textwrap
 from pathlib import Path
 
-import pytest
-
 SCRIPT = textwrap.dedent('''
     import sys, random, numpy as np, torch
     from safetensors.torch import save_file
     from open_clip.model import CLIP, CLIPVisionCfg, CLIPTextCfg
-    from clip_strategies.learner import Learner, Callback, CancelFitException, dataloaders
+    from clip_strategies.callback import Callback, CancelFitException
+    from clip_strategies.learner import Learner, dataloaders
+    from clip_strategies.objectives import TextHeadClassification
+    from clip_strategies.optim import LRScheduleCB
+    from clip_strategies.callbacks import standard_cbs
+    from clip_strategies.checkpoint import CheckpointCB
     torch.set_num_threads(1)
     mode, ckpt, out = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -45,9 +48,10 @@ SCRIPT = textwrap.dedent('''
                  text_cfg=CLIPTextCfg(context_length=16, vocab_size=100, width=64, heads=2, layers=2))
     torch.manual_seed(123 if mode == 'resume' else 7)  # a resumed process starts from other global RNG states
     random.seed(5); np.random.seed(5)
-    tr, _ = dataloaders(Noisy(), batch_size=8, seed=1)
-    learn = Learner(model, tr, tokenizer=tokenizer, lr=1e-3, epochs=3, warmup_epochs=1, ckpt_dir=ckpt, progress=False)
-    learn.fit(cbs=[Interrupt()] if mode == 'interrupt' else None, resume=(mode == 'resume'))
+    dls = dataloaders(Noisy(), batch_size=8, seed=1)
+    cbs = standard_cbs(schedule=LRScheduleCB(warmup_epochs=1), progress=False) + [CheckpointCB(ckpt, resume=(mode == 'resume'))]
+    learn = Learner(model, dls, TextHeadClassification(tokenizer, Noisy.classnames), lr=1e-3, epochs=3, cbs=cbs)
+    learn.fit(cbs=[Interrupt()] if mode == 'interrupt' else None)
     save_file({k: v.contiguous() for k, v in learn.model.state_dict().items()}, out)
 ''')
 

@@ -3,7 +3,7 @@ import os, subprocess, sys, time
 
 def _load(env_extra, tag='openai', model='ViT-B/16'):
     env = {**os.environ, **env_extra}
-    code = f"from clip_strategies.core import load_clip\nload_clip({model!r}, {tag!r}, device='cpu')"
+    code = f"from clip_strategies.models import load_clip\nload_clip({model!r}, {tag!r}, device='cpu')"
     t0 = time.time()
     res = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120)
     return res, time.time() - t0
@@ -18,7 +18,7 @@ def test_offline_env_fails_within_5_seconds(tmp_path):
 def test_unreachable_hub_fails_fast_without_env(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')}
     env.update({'HF_HOME': str(tmp_path), 'XDG_CACHE_HOME': str(tmp_path), 'HF_ENDPOINT': 'https://127.0.0.1:9'})
-    code = ("import time; from clip_strategies.core import load_clip, WeightsUnavailableError\n"
+    code = ("import time; from clip_strategies.models import load_clip, WeightsUnavailableError\n"
             "t0 = time.time()\n"
             "try: load_clip('ViT-B-32', 'laion2b_s34b_b79k', device='cpu')\n"
             "except WeightsUnavailableError as e: print('FAILED', round(time.time()-t0, 2), e)")

@@ -4,7 +4,8 @@ import pytest
 import torch
 from clip_strategies.config import load_config
 from clip_strategies.cli import run, train_main
-from clip_strategies.core import load_clip, count_params
+from clip_strategies.models import load_clip
+from clip_strategies.core import count_params
 from clip_strategies.strategy import get_strategy, list_strategies
 
 QUICK = {'DATASET.NUM_SHOTS': 2, 'DATALOADER.TRAIN_X.BATCH_SIZE': 8, 'OPTIM.MAX_EPOCH': 1}
@@ -14,7 +15,7 @@ CASES = {
     'last_n': {'TRAINER.LAST_N.N': 1, 'TRAINER.LAST_N.TOWERS': 'vision'},
     'bitfit': {'BIAS.BIAS_TERMS': ['q_proj', 'layer_norm'], 'BIAS.BIAS_TERMS_EXCLUDE': ['ln_final']},
     'logit_scale': {}, 'differential_lr': {'TRAINER.DIFFERENTIAL_LR.BASE': 'last_n', 'TRAINER.DIFFERENTIAL_LR.BASE_OPTIONS': {'n': 1}},
-    'abs': {'OPTIM.WARMUP_EPOCH': 1, 'OPTIM.MAX_EPOCH': 2, 'MODEL.ABS_KEEP': 1},
+    'abs': {'OPTIM.MAX_EPOCH': 2, 'MODEL.ABS_KEEP': 1},
 }
 
 def test_every_registered_strategy_is_covered():
@@ -27,7 +28,7 @@ def test_strategy_runs_from_yaml(tmp_path, name):
     m = run(cfg, progress=False, log=lambda *_: None)
     assert m['strategy'] == name and 0 <= m['accuracy'] <= 100
     model, _, _ = load_clip('mini', device='cpu')
-    expected = count_params(get_strategy(cfg.strategy_name(), **cfg.strategy_options()).apply(model))[0]
+    expected = count_params(cfg.build_strategy().apply(model))[0]
     assert m['trainable_params'] == expected
     assert (tmp_path/name/'model.safetensors').is_file()
 
@@ -44,4 +45,6 @@ def test_bad_strategy_option_from_yaml_is_named(tmp_path, capsys):
     assert 'visoin' in capsys.readouterr().err
     assert train_main(['--config', 'mini', 'TRAINER.NAME', 'last_n', 'TRAINER.LAST_N.M', '2', 'OUTPUT_DIR', str(tmp_path/'o')]) == 2
     assert 'TRAINER.LAST_N.N' in capsys.readouterr().err
+    assert train_main(['--config', 'mini', 'TRAINER.NAME', 'last_n', 'TRAINER.LAST_N.N', '0', 'OUTPUT_DIR', str(tmp_path/'o')]) == 2
+    assert 'Config key TRAINER.LAST_N.N = 0' in capsys.readouterr().err
     assert not (tmp_path/'o').exists()
