@@ -12,7 +12,7 @@ TARGET_S = 1.0
 
 def perturbed_vit(seed:int=0, lo:float=1e-4, hi:float=1e-2, device='cpu'):
     "A random ViT-B/32 with non-zero biases, its units and snapshot, then relative noise of size lo..hi per unit."
-    from clip_strategies.core import load_clip
+    from clip_strategies.models import load_clip
     from clip_strategies.abs import abs_units, snapshot
     model, _, _ = load_clip('ViT-B/32', device=device)
     g = torch.Generator().manual_seed(seed)

@@ -21,8 +21,15 @@ from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import open_clip
-from clip_strategies.learner import Learner, TextHeadClassification, FeatureCacheCB, Callback, dataloaders
+from clip_strategies.models import random_clip
+from clip_strategies.callback import Callback
+from clip_strategies.optim import OptFunc
+from clip_strategies.objectives import TextHeadClassification
+from clip_strategies.learner import Learner, dataloaders
+from clip_strategies.callbacks import standard_cbs
+from clip_strategies.feature_cache import FeatureCacheCB
 from clip_strategies.strategy import get_strategy
+from clip_strategies.core import count_params
 
 
 class CacheTimer(Callback):
@@ -43,10 +50,10 @@ class EpochTimer(Callback):
 def run(model0, strategy, ds, tokenizer, classnames, epochs, cache):
     "One fit; returns (learner, epoch times, cache build time, total time)."
     model = strategy.apply(copy.deepcopy(model0))
-    tr, _ = dataloaders(ds, batch_size=32, seed=0)
     et, ct = EpochTimer(), CacheTimer()
-    learn = Learner(model, tr, objective=TextHeadClassification(tokenizer, classnames), strategy=strategy, lr=1e-5,
-                    epochs=epochs, feature_cache=cache, progress=False, cbs=[et, ct], device='cpu')
+    cbs = standard_cbs(progress=False, device='cpu') + strategy.callbacks() + [et, ct] + ([FeatureCacheCB(required=True)] if cache else [])
+    learn = Learner(model, dataloaders(ds, batch_size=32, seed=0), TextHeadClassification(tokenizer, classnames), lr=1e-5,
+                    epochs=epochs, opt_func=OptFunc(param_groups=strategy.param_groups), cbs=cbs)
     t0 = time.perf_counter()
     learn.fit()
     total = time.perf_counter() - t0
@@ -62,7 +69,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model0 = open_clip.create_model('ViT-B-32')  # random init
+    model0 = random_clip('ViT-B-32')  # random init
     tokenizer = open_clip.get_tokenizer('ViT-B-32')
     classnames = [f'class {i}' for i in range(10)]
     g = torch.Generator().manual_seed(0)
@@ -74,11 +81,11 @@ def main():
         without, t_no, _, tot_no = run(model0, strategy, ds, tokenizer, classnames, args.epochs, False)
         cached, t_c, build, tot_c = run(model0, strategy, ds, tokenizer, classnames, args.epochs, True)
         used = cached.cb(FeatureCacheCB).used
-        la = [r['loss'] for r in without.history if 'loss' in r]
-        lb = [r['loss'] for r in cached.history if 'loss' in r]
+        la = [r['loss'] for r in without.history if 'batch' in r]
+        lb = [r['loss'] for r in cached.history if 'batch' in r]
         diff = max(abs(a - b) for a, b in zip(la, lb))
         ep_no, ep_c = sum(t_no) / len(t_no), sum(t_c) / len(t_c)
-        trainable = sum(p.numel() for p in cached.model.parameters() if p.requires_grad)
+        trainable = count_params(cached.model)[0]
         print(f"strategy {name!r} ({trainable:,} trainable parameters), cache used: {used}")
         print(f"  epoch without cache {ep_no:8.3f} s   with cache {ep_c:8.3f} s   -> {ep_no / ep_c:7.1f}x faster per epoch "
               f"(target >= 10x: {'OK' if ep_no / ep_c >= 10 else 'below'})")

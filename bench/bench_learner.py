@@ -15,14 +15,18 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clip_strategies.learner import (Learner, Callback, TextHeadClassification, default_param_groups, scheduled_lr,
-                                     text_trimmable, trim_tokens, encode_text_trimmed)
+from clip_strategies.anatomy import text_trimmable, trim_tokens, encode_text_trimmed
+from clip_strategies.callback import Callback
+from clip_strategies.optim import OptFunc, default_param_groups, scheduled_lr
+from clip_strategies.objectives import TextHeadClassification
+from clip_strategies.learner import Learner, DataLoaders
+from clip_strategies.callbacks import standard_cbs
 
 
 def get_model(size):
     "The mini CLIP when it exists (and its image size), else a small open_clip CLIP built here."
     try:
-        from clip_strategies.core import load_clip
+        from clip_strategies.models import load_clip
         model, _, tok = load_clip('mini', device='cpu')
         return model, tok, model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     except Exception as e:
@@ -111,8 +115,8 @@ def main():
         m = copy.deepcopy(model0)
         dl = DataLoader(ds, batch_size=args.batch, shuffle=True, generator=torch.Generator().manual_seed(r))
         timer = StepTimer()
-        learn = Learner(m, dl, objective=TextHeadClassification(tok, classnames, templates), lr=1e-5, weight_decay=0.1,
-                        epochs=1, progress=args.progress, cbs=[timer], device='cpu')
+        learn = Learner(m, DataLoaders(dl), TextHeadClassification(tok, classnames, templates), lr=1e-5, epochs=1,
+                        opt_func=OptFunc('adamw', weight_decay=0.1), cbs=standard_cbs(progress=args.progress, device='cpu') + [timer])
         learn.fit()
         lt.append(steady(timer.times, warm))
         m = copy.deepcopy(model0)

@@ -18,7 +18,8 @@ def measure(strategy_name:str, # a registered strategy name
             base, # a pristine model; it is copied, never changed
            )->dict:
     "Trainable/total parameter elements and trainable tensors after applying `strategy_name` (default options)."
-    from clip_strategies.core import count_params, trainable_names
+    from clip_strategies.core import count_params
+    from clip_strategies.anatomy import trainable_names
     from clip_strategies.strategy import get_strategy
     model = copy.deepcopy(base)
     try:
@@ -36,7 +37,7 @@ def bench(backbones:list, # open_clip model names ('ViT-B/32' spelling accepted)
          )->dict:
     "`{backbone: {strategy: measure(...)}}` for every pair."
     import torch
-    from clip_strategies.core import load_clip
+    from clip_strategies.models import load_clip
     from clip_strategies.strategy import list_strategies
     strategies = strategies or list_strategies()
     res = {}

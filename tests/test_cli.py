@@ -56,7 +56,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
         if last.is_file() and json.loads(last.read_text())['epoch'] >= 1: break
         time.sleep(0.05)
     p.send_signal(signal.SIGKILL); p.wait()
-    assert not (crashed/'metrics.json').exists(), "the run finished before it could be interrupted"
+    assert json.loads(last.read_text())['epoch'] < 3, "the run trained every epoch before it could be interrupted"
     res = cli(*args, 'OUTPUT_DIR', str(crashed), '--resume')
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = weights(full/'model.safetensors'), weights(crashed/'model.safetensors')
@@ -90,16 +90,38 @@ def test_truncated_checkpoint_is_named(tmp_path):
     res = cli('--config', 'mini', *QUICK, 'OPTIM.MAX_EPOCH', '2', 'OUTPUT_DIR', str(out), '--resume')
     assert res.returncode == 2 and ptr['model'] in res.stderr, res.stderr[-2000:]
 
-def test_two_processes_with_torchrun_on_cpu(tmp_path):
-    out = tmp_path/'ddp'
-    torchrun = Path(sys.executable).with_name('torchrun')
-    res = subprocess.run([str(torchrun), '--nproc_per_node', '2', '--master_port', '29517', '-m', 'clip_strategies.cli',
-                          '--config', 'mini', *QUICK, 'OPTIM.MAX_EPOCH', '1', 'OUTPUT_DIR', str(out)],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+def torchrun(*args, port):
+    "A `torchrun --nproc_per_node 2` command line running the CLI (CPU processes, gloo)."
+    return [str(Path(sys.executable).with_name('torchrun')), '--nproc_per_node', '2', '--master_port', str(port),
+            '-m', 'clip_strategies.cli', *args]
+
+def test_two_processes_resume_exactly_after_a_kill(tmp_path):
+    "Under DDP only the main process writes; every process's RNG state is kept, so a killed 2-process run resumes exactly."
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    args = ['--config', 'mini', '--no-progress', 'DATASET.NUM_SHOTS', '16', 'DATALOADER.TRAIN_X.BATCH_SIZE', '8', 'OPTIM.MAX_EPOCH', '4',
+            'DATASET.ALSO_TEST', '[]', 'INPUT.TRANSFORMS', '[random_flip, normalize]']  # random flips: each rank's own RNG matters
+    full = tmp_path/'uninterrupted'
+    res = subprocess.run(torchrun(*args, 'OUTPUT_DIR', str(full), port=29517), capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert res.returncode == 0, res.stderr[-4000:]
-    m = json.loads((out/'metrics.json').read_text())
-    assert m['processes'] == 2
+    assert json.loads((full/'metrics.json').read_text())['processes'] == 2
     assert res.stdout.count('-> after') == 1  # only the main process reports
+    crashed = tmp_path/'crashed'
+    p = subprocess.Popen(torchrun(*args, 'OUTPUT_DIR', str(crashed), port=29518), cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last, deadline = crashed/'checkpoints'/'last.json', time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        if last.is_file() and json.loads(last.read_text())['epoch'] >= 1: break
+        time.sleep(0.05)
+    subprocess.run(['pkill', '-KILL', '-f', str(crashed)])  # torchrun and its workers (they run in sessions of their own)
+    p.wait(); time.sleep(0.5)
+    assert subprocess.run(['pgrep', '-f', str(crashed)], capture_output=True).stdout == b'', "a worker survived the kill"
+    assert json.loads(last.read_text())['epoch'] < 3, "the run trained every epoch before it could be interrupted"
+    files = sorted(f.name for f in (crashed/'checkpoints').iterdir())
+    assert files[0] == 'last.json' and len(files) == 3, files  # one writer: one model, one state file
+    res = subprocess.run(torchrun(*args, 'OUTPUT_DIR', str(crashed), '--resume', port=29519), capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert res.returncode == 0, res.stderr[-4000:]
+    a, b = weights(full/'model.safetensors'), weights(crashed/'model.safetensors')
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
 
 def test_retrieval_run_reports_recall(tmp_path):
     out = tmp_path/'ret'

@@ -48,3 +48,31 @@ def test_bad_strategy_option_from_yaml_is_named(tmp_path, capsys):
     assert train_main(['--config', 'mini', 'TRAINER.NAME', 'last_n', 'TRAINER.LAST_N.N', '0', 'OUTPUT_DIR', str(tmp_path/'o')]) == 2
     assert 'Config key TRAINER.LAST_N.N = 0' in capsys.readouterr().err
     assert not (tmp_path/'o').exists()
+
+def test_abs_from_a_bare_config_says_which_warmup_it_uses(tmp_path, capsys):
+    args = ['--no-progress', 'TRAINER.NAME', 'abs', 'OPTIM.MAX_EPOCH', '2', 'DATASET.NUM_SHOTS', '2', 'DATASET.ALSO_TEST', '[]']
+    assert train_main([*args, 'OUTPUT_DIR', str(tmp_path/'ok')]) == 0
+    out = capsys.readouterr().out
+    assert "abs reads OPTIM.WARMUP_EPOCH, which is not set: using abs's warmup_epochs=1" in out, out
+    assert out.count('note:') == 1
+    assert train_main([*args, 'OPTIM.WARMUP_EPOCH', '0', 'OUTPUT_DIR', str(tmp_path/'bad')]) == 2
+    err = capsys.readouterr().err
+    assert 'Config key OPTIM.WARMUP_EPOCH = 0' in err and 'an integer >= 1' in err, err
+    assert not (tmp_path/'bad').exists()
+
+def test_trainable_params_count_only_the_elements_that_train(tmp_path):
+    "BitFit on q_proj trains a third of each packed bias: metrics.json counts that third, not the whole tensor."
+    cfg = load_config(None, {**QUICK, 'TRAINER.NAME': 'bitfit', 'BIAS.BIAS_TERMS': ['q_proj'], 'DATASET.ALSO_TEST': [],
+                             'OUTPUT_DIR': str(tmp_path/'q')})
+    m = run(cfg, progress=False, log=lambda *_: None)
+    model, _, _ = load_clip('mini', device='cpu')
+    packed = [p for n, p in model.named_parameters() if n.endswith('in_proj_bias')]
+    assert m['trainable_params'] == sum(p.numel() // 3 for p in packed)
+
+def test_print_freq_sets_how_often_the_terminal_logs(tmp_path, capsys):
+    args = ['--no-progress', 'OPTIM.MAX_EPOCH', '1', 'DATASET.NUM_SHOTS', '4', 'DATALOADER.TRAIN_X.BATCH_SIZE', '4', 'DATASET.ALSO_TEST', '[]']
+    assert train_main([*args, 'TRAIN.PRINT_FREQ', '2', 'OUTPUT_DIR', str(tmp_path/'a')]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith('epoch [1/1] batch')]
+    assert [l.split(']')[1] for l in lines] == [' batch [2/8', ' batch [4/8', ' batch [6/8', ' batch [8/8'], lines
+    assert train_main([*args, 'TRAIN.PRINT_FREQ', '0', 'OUTPUT_DIR', str(tmp_path/'b')]) == 0
+    assert 'batch [' not in capsys.readouterr().out
