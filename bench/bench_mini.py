@@ -21,7 +21,9 @@ def main():
 
     import torch
     torch.set_num_threads(args.threads)
-    from clip_strategies.mini import (MINI_STEPS, MINI_WEIGHTS, build_mini, load_mini, mini_zeroshot, mini_metadata)
+    from clip_strategies.mini import MINI_STEPS, MINI_WEIGHTS, build_mini, load_mini, mini_metadata, mini_preprocess, MINI_DATASETS
+    from clip_strategies.zeroshot import evaluate_classification
+    zero_shot = lambda model, tok, name: evaluate_classification(model, tok, MINI_DATASETS[name]('test', mini_preprocess()), batch_size=512)['top1']
     print(f'torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.2f}')
 
     path = MINI_WEIGHTS
@@ -29,7 +31,7 @@ def main():
         path = Path(args.out or Path(tempfile.mkdtemp())/'mini.safetensors')
         steps = args.steps or MINI_STEPS
         t = time.perf_counter()
-        build_mini(path, seed=args.seed, steps=steps, threads=args.threads, evaluate=False, log_every=max(1, steps//5))
+        build_mini(path, seed=args.seed, steps=steps, threads=args.threads, evaluate=None, log_every=max(1, steps//5))
         wall = time.perf_counter() - t
         print(f'pretraining: {steps} steps in {wall:.1f}s = {wall/TARGET_PRETRAIN_S:.2f} x the {TARGET_PRETRAIN_S:.0f}s target')
     t = time.perf_counter()
@@ -38,7 +40,7 @@ def main():
     print(f'loading {path}: {load:.2f}s = {load/TARGET_LOAD_S:.2f} x the {TARGET_LOAD_S:.0f}s target; '
           f'{path.stat().st_size/1e6:.2f} MB')
     for name, target in (('mini_shapes', '>= 90'), ('mini_shift', '<= 60')):
-        print(f'{name:12s} zero-shot top-1: {mini_zeroshot(model, tok, name):5.1f}%  (target {target})')
-    print('metadata:', {k: v for k, v in mini_metadata(path).items() if k != 'config'})
+        print(f'{name:12s} zero-shot top-1: {zero_shot(model, tok, name):5.1f}%  (target {target})')
+    print('metadata:', {k: v for k, v in mini_metadata(path).items() if k not in ('config', 'tokenizer_json')})
 
 if __name__ == '__main__': main()
