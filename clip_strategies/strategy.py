@@ -8,9 +8,9 @@ import importlib, inspect, json, types, typing
 
 # %% auto #0
 __all__ = ['STRATEGY_MODULES', 'LEARNED_FORMAT', 'StrategyError', 'OptionError', 'check_option', 'Strategy', 'Selection',
-           'register_strategy', 'list_strategies', 'get_strategy_class', 'get_strategy', 'ZeroShot', 'base_strategy',
-           'check_strategy', 'added_parameters', 'Addition', 'strategy_spec', 'save_learned', 'load_learned',
-           'Combined']
+           'adamw_recipe', 'register_strategy', 'list_strategies', 'get_strategy_class', 'get_strategy', 'ZeroShot',
+           'base_strategy', 'check_strategy', 'added_parameters', 'Addition', 'strategy_spec', 'save_learned',
+           'load_learned', 'Combined']
 
 # %% ../nbs/14_strategy.ipynb #7136875d
 from torch import nn
@@ -130,6 +130,15 @@ class Selection(Strategy):
 Strategy.recipe = {}  # config values of the strategy's reference recipe, applied where the config does not set them
 Strategy.tasks = ('classification', 'retrieval')  # the tasks the strategy supports
 
+def adamw_recipe(lr:float, # peak learning rate
+                 weight_decay:float=0.01, # decoupled weight decay (matrices only: see `optim.default_param_groups`)
+                 epochs:int=10, # epochs (the mini lab's 16 shots: 4 steps each)
+                 warmup_epochs:int=1, # linear warm-up epochs
+                )->dict:
+    "A recipe in the original tool's keys: AdamW, cosine schedule, linear warm-up (the first family's mini-lab recipe)."
+    return {'OPTIM.NAME': 'adamw', 'OPTIM.LR': lr, 'OPTIM.WEIGHT_DECAY': weight_decay, 'OPTIM.MAX_EPOCH': epochs,
+            'OPTIM.LR_SCHEDULER': 'cosine', 'OPTIM.WARMUP_EPOCH': warmup_epochs, 'OPTIM.WARMUP_TYPE': 'linear'}
+
 @patch
 def prompt_templates(self:Strategy, templates:list, # the dataset's prompt templates
                     )->list:
@@ -166,7 +175,7 @@ def check_task(self:Strategy, task:str, # 'classification' or 'retrieval'
 _REGISTRY = {}  # name -> Strategy subclass
 _state = dict(loaded=False, loading=False)
 STRATEGY_MODULES = ['full', 'frozen_vision', 'frozen_text', 'projection', 'last_n', 'bitfit', 'logit_scale',
-                    'differential_lr', 'abs']
+                    'differential_lr', 'abs', 'prompt', 'prefix', 'adapter']
 
 def _norm_name(name): return str(name).strip().lower().replace('-', '_')
 
