@@ -13,9 +13,11 @@ On a ViT-B/32-shaped CLIP (`random_clip('ViT-B-32')`: the real architecture, ran
     weight). PEFT merges the update into the packed weights before every attention call and unmerges after it; ours
     adds the low-rank products to the projections.
 
-Timings alternate between the two sides in rounds and report medians of per-step times, ratios side by side.
+Timings alternate between the sides in rounds; each ratio is the median over rounds of the two sides' times in the same
+round (robust to a machine whose load changes), measured side by side in one run, in wall time and in CPU time of
+this process (less sensitive to other processes on a shared machine).
 
-    python bench/bench_lora.py [--batch 2] [--steps 2] [--rounds 3] [--rank 2] [--threads 2]
+    python bench/bench_lora.py [--batch 2] [--steps 1] [--rounds 9] [--train-rounds 5] [--rank 2] [--threads 2]
 """
 import argparse, copy, statistics, sys, time
 from pathlib import Path
@@ -79,29 +81,34 @@ def infer_fn(model, images, tokens):
 
 
 def timed(fn, n):
-    "Median wall time of `n` calls of `fn`."
-    ts = []
+    "Median wall time and median CPU time of this process (all its threads) over `n` calls of `fn`."
+    ts, cs = [], []
     for _ in range(n):
-        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+        t, c = time.perf_counter(), time.process_time(); fn()
+        ts.append(time.perf_counter() - t); cs.append(time.process_time() - c)
+    return statistics.median(ts), statistics.median(cs)
 
 
 def compare(fns, steps, rounds, warm=1):
-    "Per-side medians over rounds, the sides alternating within each round."
+    "Per-side median times and, for each side, the median over rounds of its time / the first side's in the same round."
     for f in fns.values():
         for _ in range(warm): f()
     per = {k: [] for k in fns}
     for r in range(rounds):
-        order = list(fns) if r % 2 == 0 else list(fns)[::-1]
+        order = list(fns) if r % 2 == 0 else list(fns)[::-1]  # alternate, so neither side always runs first
         for k in order: per[k].append(timed(fns[k], steps))
-    return {k: statistics.median(v) for k, v in per.items()}
+    ref = list(fns)[0]
+    def ratio(k, i): return statistics.median(a[i] / b[i] for a, b in zip(per[k], per[ref]))
+    return ({k: statistics.median(x[0] for x in v) for k, v in per.items()},
+            {k: (ratio(k, 0), ratio(k, 1)) for k in fns})
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--batch', type=int, default=2, help='images (and captions) per step')
-    ap.add_argument('--steps', type=int, default=2, help='timed calls per side per round')
-    ap.add_argument('--rounds', type=int, default=3, help='rounds, the sides alternating')
+    ap.add_argument('--steps', type=int, default=1, help='timed calls per side per round')
+    ap.add_argument('--rounds', type=int, default=9, help='inference rounds, the sides alternating')
+    ap.add_argument('--train-rounds', type=int, default=5, help='training rounds, the sides alternating')
     ap.add_argument('--rank', type=int, default=2)
     ap.add_argument('--alpha', type=float, default=1.0)
     ap.add_argument('--threads', type=int, default=2)
@@ -149,18 +156,20 @@ def main():
     merged = merge_lora(copy.deepcopy(ours)).eval()
     with torch.no_grad(): mdiff = (torch.cat(merged(images, tokens)[:2]) - out_o).abs().max().item()
     assert mdiff < 1e-4 and not any(isinstance(m, LoRAMultiheadAttention) for m in merged.modules()), mdiff
-    t = compare({'base': infer_fn(base, images, tokens), 'merged': infer_fn(merged, images, tokens),
-                 'ours unmerged': infer_fn(ours, images, tokens), 'PEFT unmerged': infer_fn(pm, images, tokens)},
-                args.steps, args.rounds)
-    print(f"(a) inference, median s per call: base {t['base']:.3f}, merged {t['merged']:.3f}, ours unmerged "
-          f"{t['ours unmerged']:.3f}, PEFT unmerged {t['PEFT unmerged']:.3f}")
-    print(f"    merged / base = {t['merged'] / t['base']:.2f}   (merged vs unmerged outputs: {mdiff:.1e})")
-    print(f"    unmerged / base: ours {t['ours unmerged'] / t['base']:.2f}, PEFT {t['PEFT unmerged'] / t['base']:.2f}")
+    t, q = compare({'base': infer_fn(base, images, tokens), 'merged': infer_fn(merged, images, tokens),
+                    'ours unmerged': infer_fn(ours, images, tokens), 'PEFT unmerged': infer_fn(pm, images, tokens)},
+                   args.steps, args.rounds)
+    print(f"(a) inference, median s per call: " + ', '.join(f'{k} {v:.3f}' for k, v in t.items()))
+    print(f"    merged / base = {q['merged'][0]:.2f} wall, {q['merged'][1]:.2f} CPU   (medians of per-round ratios; "
+          f"merged vs unmerged outputs: {mdiff:.1e})")
+    print(f"    unmerged / base: ours {q['ours unmerged'][0]:.2f} wall, {q['ours unmerged'][1]:.2f} CPU; "
+          f"PEFT {q['PEFT unmerged'][0]:.2f} wall, {q['PEFT unmerged'][1]:.2f} CPU")
 
     # (b) training step, ours against PEFT
     pm.train(); ours.train()
-    t = compare({'ours': step_fn(ours, images, tokens), 'PEFT': step_fn(pm, images, tokens)}, args.steps, args.rounds)
-    print(f"(b) training step, median s: ours {t['ours']:.3f}, PEFT {t['PEFT']:.3f}; ours / PEFT = {t['ours'] / t['PEFT']:.2f}")
+    t, q = compare({'PEFT': step_fn(pm, images, tokens), 'ours': step_fn(ours, images, tokens)}, args.steps, args.train_rounds)
+    print(f"(b) training step, median s: ours {t['ours']:.3f}, PEFT {t['PEFT']:.3f}; ours / PEFT = {q['ours'][0]:.2f} wall, "
+          f"{q['ours'][1]:.2f} CPU (medians of per-round ratios)")
 
 
 if __name__ == '__main__':

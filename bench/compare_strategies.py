@@ -1,6 +1,7 @@
 """Every strategy on 16 shots, each with its own recipe, through the same CLI code path, side by side.
 
-One row per strategy (and a few combinations): test accuracy and NLL before (zero-shot) and after, accuracy on the
+One row per strategy (and a few combinations): test accuracy and NLL before (zero-shot) and after (mean over the seeds,
+and the sample standard deviation of the accuracy), accuracy on the
 other test set after (what it forgets), trainable parameters and their share, training seconds.
 
     python bench/compare_strategies.py                         # 16 shots of mini_shift (also tests mini_shapes)
@@ -46,19 +47,21 @@ def main():
     data = dataset_overrides(a.dataset, tmp)
     todo = [s for s in STRATEGIES if a.only is None or ('+'.join(s) if isinstance(s, list) else s) in a.only]
     print(f'{a.dataset}, 16 shots, seeds {a.seeds}, {a.threads} threads, load average {os.getloadavg()[0]:.1f}')
-    print(f"{'strategy':22} {'before':>7} {'after':>7} {'other after':>11} {'NLL after':>9} {'trainable':>10} {'share %':>8} {'train s':>7}")
+    print(f"{'strategy':22} {'before':>7} {'after':>7} {'± sd':>5} {'other after':>11} {'NLL after':>9} {'trainable':>10} {'share %':>8} {'train s':>7}")
     rows = []
     for s in todo:
         name = '+'.join(s) if isinstance(s, list) else s
         ms = [run_one(s, seed, data, tmp/f'{name}-{seed}') for seed in a.seeds]
         mean = lambda f: sum(f(m) for m in ms)/len(ms)
         other = [v['after']['accuracy'] for m in ms for v in m['also'].values()]
-        row = dict(strategy=name, before=mean(lambda m: m['before']['accuracy']), after=mean(lambda m: m['accuracy']),
+        accs = [m['accuracy'] for m in ms]
+        spread = (sum((x - sum(accs)/len(accs))**2 for x in accs)/(len(accs) - 1))**0.5 if len(accs) > 1 else 0.
+        row = dict(strategy=name, before=mean(lambda m: m['before']['accuracy']), after=mean(lambda m: m['accuracy']), after_std=spread,
                    other_after=sum(other)/len(other) if other else None, nll=mean(lambda m: m['nll']),
                    trainable=ms[0]['trainable_params'], total=ms[0]['total_params'], train_seconds=mean(lambda m: m['train_seconds']))
         rows.append(row)
         oa = f"{row['other_after']:11.1f}" if other else f"{'-':>11}"
-        print(f"{name:22} {row['before']:7.1f} {row['after']:7.1f} {oa} {row['nll']:9.3f} {row['trainable']:10,d} "
+        print(f"{name:22} {row['before']:7.1f} {row['after']:7.1f} {spread:5.1f} {oa} {row['nll']:9.3f} {row['trainable']:10,d} "
               f"{100*row['trainable']/row['total']:8.3f} {row['train_seconds']:7.1f}", flush=True)
     if a.out: Path(a.out).write_text(json.dumps(rows, indent=1))
 

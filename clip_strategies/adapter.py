@@ -291,9 +291,10 @@ class LoRA(Addition):
 def _check_block(self:LoRA, name:str, block:nn.Module, attn_t:list, mlp_t:list):
     "An `OptionError` naming what the block has when a target is not there."
     attn = getattr(block, 'attn', None)
-    if attn_t and not (isinstance(attn, nn.MultiheadAttention) and getattr(attn, '_qkv_same_embed_dim', False)):
+    if attn_t and not (type(attn) is nn.MultiheadAttention and getattr(attn, '_qkv_same_embed_dim', False)):
         raise OptionError(self.name, 'targets', self.targets, f"targets {name} has: its attention is a {type(attn).__name__}, "
-                          f"not an nn.MultiheadAttention with packed q, k, v")
+                          f"not open_clip's plain nn.MultiheadAttention with packed q, k, v (a strategy applied before lora "
+                          f"may have replaced it: lora does not combine with that one)")
     for t in mlp_t:
         if not isinstance(getattr(getattr(block, 'mlp', None), t, None), nn.Linear):
             have = [n for n, m in getattr(block, 'mlp', nn.Module()).named_children() if isinstance(m, nn.Linear)]

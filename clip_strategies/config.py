@@ -267,11 +267,8 @@ def _check_keys(flat:dict, fields:dict, source:str):
                                     f" Config keys start with {', '.join(sorted({k.split('.')[0] for k in fields}))}."))
 
 def _recipe(values:dict)->dict:
-    "The recipe of the strategies that run: a part's own values win over its base's, an earlier part's over a later one's."
-    out = {}
-    for run, bases in reversed(_run_parts(values)):
-        for cls in bases + [run]: out.update(cls.recipe)
-    return out
+    "The recipe of the first strategy that brings one, in running order (a part before its bases): recipes never mix."
+    return next((dict(c.recipe) for c in _run_classes(values) if c.recipe), {})
 
 def _check_read(cfg:Config):
     "Raise when a strategy key is set (to something else than its default) but the strategy that runs does not read it."

@@ -8,7 +8,7 @@ import math
 from torch import nn
 from .anatomy import TEMPERATURE, projection_names
 from .optim import no_weight_decay
-from .strategy import Strategy, OptionError, register_strategy, base_strategy, adamw_recipe
+from .strategy import Strategy, OptionError, register_strategy, base_strategy, adamw_recipe, strategy_spec
 from fastcore.basics import patch
 
 # %% auto #0
@@ -63,6 +63,14 @@ class DifferentialLR(Strategy):
     def objective(self, objective): return self.base_strategy.objective(objective)
     def evaluate(self, model, tokenizer, dataset, batch_size:int=256): return self.base_strategy.evaluate(model, tokenizer, dataset, batch_size)
     def learned_names(self, model:nn.Module)->list: return self.base_strategy.learned_names(model)
+
+# %% ../nbs/27_differential_lr.ipynb #d0fb259e
+@patch
+def get_options(self:DifferentialLR)->dict:
+    "The option values, with the base described as it is now (a base may change its own options, as prefix's `fold` does)."
+    base = strategy_spec(self.base_strategy)
+    if isinstance(base, list): return {**Strategy.get_options(self), 'base': base, 'base_options': {}}
+    return {**Strategy.get_options(self), 'base': base.pop('name'), 'base_options': base}
 
 # %% ../nbs/27_differential_lr.ipynb #3deda25c
 @patch

@@ -243,15 +243,6 @@ def _foldable(strategy)->list:
     inner = list(getattr(strategy, 'parts', [])) + [s for s in [getattr(strategy, 'base_strategy', None)] if s is not None]
     return [f for s in inner for f in _foldable(s)]
 
-def _describe_base(strategy)->None:
-    "Make every composing strategy inside `strategy` that holds a prefix strategy describe its base as it is now."
-    for p in getattr(strategy, 'parts', []): _describe_base(p)
-    base = getattr(strategy, 'base_strategy', None)
-    if base is None or not _foldable(base): return
-    _describe_base(base)
-    if isinstance(getattr(strategy, 'base', None), str): strategy.base_options = base.get_options()
-    elif isinstance(getattr(strategy, 'base', None), (list, tuple)): strategy.base = strategy_spec(base)
-
 def fold(strategy, # a `Prefix`, or a combination (`parts`) or composing strategy (`base_strategy`) holding one
          model:nn.Module, # the model `strategy` was applied to
         )->nn.Module:
@@ -259,7 +250,6 @@ def fold(strategy, # a `Prefix`, or a combination (`parts`) or composing strateg
     found = _foldable(strategy)
     if not found: raise StrategyError(f"{strategy!r} holds no prefix strategy to fold")
     for s in found: s.fold(model)
-    _describe_base(strategy)
     return model
 
 # %% ../nbs/31_prefix.ipynb #74df5b88

@@ -71,10 +71,12 @@ class PromptEmbedding(nn.Embedding):
                  ctx:torch.Tensor, # the initial context: `[n_ctx, d]` (shared) or `[n_cls, n_ctx, d]` (one per class)
                  placeholder_ids:list, # token ids of the placeholder word
                  class_keys:torch.Tensor=None, # `[n_cls, context_length]` tokens of each class's prompt (class-specific context)
+                 head:int=None, # context vectors before the class name (default: all of them, the class name at the end)
                 ):
         super().__init__(*embedding.weight.shape, padding_idx=embedding.padding_idx, _weight=embedding.weight.detach(), _freeze=True)
         self.weight = embedding.weight  # the very same frozen Parameter
         self.ctx = nn.Parameter(ctx)
+        self.head = self.n_ctx if head is None else head
         self.register_buffer('placeholder_ids', torch.tensor(placeholder_ids, device=ctx.device), persistent=False)
         self.register_buffer('class_keys', class_keys, persistent=False)
         self.meta_net, self.condition = None, None  # CoCoOp: image features -> context shift, and the features per row
@@ -83,10 +85,12 @@ class PromptEmbedding(nn.Embedding):
     def n_ctx(self)->int: return self.ctx.shape[-2]
 
     def prompt_rows(self, tokens:torch.Tensor)->tuple:
-        "`(rows, positions)`: the rows holding exactly `n_ctx` placeholders `[R]`, and their placeholder positions `[R, n_ctx]`."
+        "`(rows, positions)`: the rows holding `n_ctx` placeholders or more `[R]`, and their context slots `[R, n_ctx]`."
         ph = torch.isin(tokens, self.placeholder_ids)
-        rows = (ph.sum(1) == self.n_ctx).nonzero().squeeze(1)
-        return rows, ph[rows].nonzero()[:, 1].view(len(rows), self.n_ctx)
+        rows = (ph.sum(1) >= self.n_ctx).nonzero().squeeze(1)
+        rank = ph[rows].cumsum(1)  # 1 for a row's first placeholder, 2 for its second...
+        slot = ph[rows] & ((rank <= self.head) | (rank > rank[:, -1:] - (self.n_ctx - self.head)))
+        return rows, slot.nonzero()[:, 1].view(len(rows), self.n_ctx)
 
     def forward(self, tokens:torch.Tensor)->torch.Tensor:
         x = super().forward(tokens)
@@ -147,22 +151,16 @@ def init_context(weight:torch.Tensor, # the token-embedding table `[vocab, d]`
 # %% ../nbs/30_prompt.ipynb #25e8b59a
 def check_class_prompts(who:str, # the strategy, for the message
                         tokenizer, # the model's tokenizer
-                        template:str, # the placeholder template
                         classnames:list, # the class names
                         n_ctx:int, # number of context vectors
-                        placeholder_ids:list, # token ids of the placeholder word
                         context_length:int, # the text encoder's context length
                        ):
-    "Refuse class names that contain the placeholder word or overflow the context length with `n_ctx` context vectors."
+    "Refuse class names that overflow the context length with `n_ctx` context vectors."
     for c in classnames:
         n = len(token_ids(tokenizer, f'{c}.')) + 2  # start, name, full stop, end
         if n_ctx + n > context_length:
             raise ValueError(f"{who}: n_ctx={n_ctx} context vectors plus class {c!r} ({n} tokens with start, full stop and end) "
                              f"need {n_ctx + n} tokens, more than the context length {context_length}: lower n_ctx or shorten the name")
-        row = tokenizer([template.replace('{}', str(c))])[0]
-        if int(torch.isin(row, torch.tensor(placeholder_ids)).sum()) != n_ctx:
-            raise ValueError(f"{who}: class {c!r} contains the placeholder word {PLACEHOLDER!r} (tokens {placeholder_ids}), which "
-                             f"marks where the learned context goes: rename the class")
 
 # %% ../nbs/30_prompt.ipynb #c4351b04
 def prompt_recipe(epochs:int, # epochs on the mini lab
@@ -216,10 +214,11 @@ def inject(self:CoOp, model:nn.Module):
     template, ph = placeholder_template(n, self.class_token_position), placeholder_ids(tok)
     keys = None
     if self.csc:
-        check_class_prompts(self.name, tok, template, self.classnames, n, ph, tower.positional_embedding.shape[0])
+        check_class_prompts(self.name, tok, self.classnames, n, tower.positional_embedding.shape[0])
         keys = tok([template.replace('{}', c) for c in self.classnames]).to(tower.token_embedding.weight.device)
     ctx = init_context(tower.token_embedding.weight, n, init, len(self.classnames) if self.csc else None)
-    tower.token_embedding = PromptEmbedding(tower.token_embedding, ctx, ph, keys)
+    head = dict(end=n, middle=n // 2, front=0)[self.class_token_position]  # as placeholder_template places the name
+    tower.token_embedding = PromptEmbedding(tower.token_embedding, ctx, ph, keys, head)
 
 @patch
 def apply(self:CoOp, model:nn.Module)->nn.Module:
@@ -227,8 +226,7 @@ def apply(self:CoOp, model:nn.Module)->nn.Module:
     Addition.apply(self, model)
     emb, tower = prompt_embedding(model), text_tower(model)[0]
     self.template = placeholder_template(emb.n_ctx, self.class_token_position)
-    self._check = dict(tokenizer=model_tokenizer(model, self.name), n_ctx=emb.n_ctx, placeholder_ids=emb.placeholder_ids.tolist(),
-                       context_length=tower.positional_embedding.shape[0])
+    self._check = dict(tokenizer=model_tokenizer(model, self.name), n_ctx=emb.n_ctx, context_length=tower.positional_embedding.shape[0])
     return model
 
 # %% ../nbs/30_prompt.ipynb #e680a0a9
@@ -246,7 +244,7 @@ def check_classes(self:CoOp, classnames:list, # the class names a prompt will be
     if not hasattr(self, '_check'): raise StrategyError(f"{self.name}: apply the strategy to the model first")
     if self.csc and list(map(str, classnames)) != list(self.classnames):
         raise StrategyError(f"{self.name} with csc=True has one context per class of {self.classnames}; these classes differ: {list(classnames)}")
-    check_class_prompts(self.name, template=self.template, classnames=classnames, **self._check)
+    check_class_prompts(self.name, classnames=classnames, **self._check)
 
 @patch
 def prompt_objective(self:CoOp, objective, # the default objective (a `TextHeadClassification`)

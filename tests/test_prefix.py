@@ -108,6 +108,9 @@ def test_differential_lr_over_prefix_from_yaml(tmp_path):
     assert loaded.name == 'differential_lr'
     assert_close(outputs(fresh), outputs(trained(out)[0]))
     assert fold(loaded, fresh) is fresh and count_params(fresh)[0] == (3 + 2) * 2 * 3 * 128
+    again = load_clip('mini')[0]  # the folded file names a folded base, so it loads
+    assert load_learned(again, save_learned(loaded, fresh, tmp_path/'folded.safetensors', 'mini'), 'mini').base_options['folded']
+    assert_close(outputs(again), outputs(trained(out)[0]))
 
 @pytest.mark.parametrize('args, message', [
     (['TRAINER.PREFIX.LENGTH', '0'], "Config key TRAINER.PREFIX.LENGTH = 0"),
