@@ -18,7 +18,7 @@ from torch import nn
 from fastcore.basics import patch
 from .anatomy import Piece, pieces, matches, check_terms, set_grad_mask, clear_grad_masks
 from .callback import Callback
-from .strategy import Strategy, OptionError, register_strategy, base_strategy
+from .strategy import Strategy, OptionError, register_strategy, base_strategy, adamw_recipe
 
 # %% ../nbs/28_abs.ipynb #65a6a566
 @dataclass(frozen=True)
@@ -289,6 +289,7 @@ DEFAULT_GROUP_NAMES = ['q_proj.weight', 'k_proj.weight', 'v_proj.weight', 'out_p
 @register_strategy('abs')
 class ABS(Strategy):
     "Angle-Based Selection: train the base selection for a warm-up, then keep the units that turned most (or least)."
+    recipe = adamw_recipe(1e-3)  # the mini-lab recipe (config keys the config does not set)
     config_keys = {'MODEL.ABS_KEEP': 'keep', 'MODEL.ABS_TOP': 'top', 'MODEL.ABS_GROUP': 'group',
                    'MODEL.ABS_GROUP_NAME': 'group_names', 'OPTIM.WARMUP_EPOCH': 'warmup_epochs'}
     switch = ('MODEL.ABS', ABS_BASES)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from .anatomy import pieces, matches, check_terms, hf_names, freeze, set_grad_mask
-from .strategy import Strategy, OptionError, register_strategy
+from .strategy import Strategy, OptionError, register_strategy, adamw_recipe
 
 # %% auto #0
 __all__ = ['is_bias', 'select_biases', 'BitFit']
@@ -50,6 +50,7 @@ def select_biases(model:nn.Module, # an open_clip CLIP
 @register_strategy('bitfit')
 class BitFit(Strategy):
     "Train bias terms only: every bias, or those matching `terms` (open_clip or Hugging Face names) minus `exclude`."
+    recipe = adamw_recipe(1e-2)  # the mini-lab recipe (config keys the config does not set)
     config_keys = {'BIAS.BIAS_TERMS': 'terms', 'BIAS.BIAS_TERMS_EXCLUDE': 'exclude'}
     def __init__(self, terms:list[str]=[], # name substrings of the biases to train (BIAS.BIAS_TERMS); empty: every bias
                  exclude:list[str]=[], # name substrings of biases not to train (BIAS.BIAS_TERMS_EXCLUDE)

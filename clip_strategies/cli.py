@@ -16,7 +16,7 @@ __all__ = ['USER_ERRORS', 'RUN_ERRORS', 'backbone_input', 'image_transforms', 't
 from torchvision import transforms as T
 from .core import count_params, seed_everything, save_safetensors, atomic_write, is_main_process, process_rank
 from .models import load_clip, WeightsUnavailableError
-from .data import get_dataset, few_shot_splits, build_transform, DatasetUnavailableError, UnreadableImageError
+from .data import get_dataset, few_shot_splits, build_transform, dataset_attr, DatasetUnavailableError, UnreadableImageError
 from .zeroshot import evaluate_classification, evaluate_retrieval, warn_unseen_words, UnseenWordsWarning
 from .optim import OptFunc, LRScheduleCB
 from .objectives import default_objective
@@ -25,6 +25,7 @@ from .callbacks import standard_cbs, NonFiniteLossError
 from .checkpoint import CheckpointCB, CheckpointError, latest_checkpoint
 from .feature_cache import FeatureCacheCB
 from .config import load_config, config_path, Config
+from .strategy import save_learned, strategy_spec
 
 # %% ../nbs/41_cli.ipynb #a1179a85
 def backbone_input(preprocess)->dict:
@@ -67,10 +68,15 @@ def build_splits(cfg:Config, preprocess)->dict:
     return dict(splits, task=task_of(test))
 
 # %% ../nbs/41_cli.ipynb #e6362a5a
-def evaluate(model, tokenizer, dataset, task:str, batch_size:int=256)->dict:
+def evaluate(model, tokenizer, dataset, task:str, batch_size:int=256,
+             strategy=None, # the strategy applied to `model`: its own evaluation, or its prompt templates
+            )->dict:
     "Test metrics in percent: `accuracy` (and top5, nll, ece) for classification, recalls for retrieval."
     if task == 'classification':
-        m = evaluate_classification(model, tokenizer, dataset, batch_size=batch_size)
+        m = None if strategy is None else strategy.evaluate(model, tokenizer, dataset, batch_size)
+        if m is None:
+            templates = None if strategy is None else strategy.prompt_templates(dataset_attr(dataset, 'templates'))
+            m = evaluate_classification(model, tokenizer, dataset, batch_size=batch_size, templates=templates)
         return dict(accuracy=m['top1'], **m)
     return evaluate_retrieval(model, tokenizer, dataset, batch_size=batch_size)
 
@@ -106,8 +112,9 @@ def make_learner(cfg:Config, model, tokenizer, strategy, splits:dict, ckpt_dir:P
                        progress=progress, print_every=0 if progress else cfg['TRAIN.PRINT_FREQ'])
     cbs += [FeatureCacheCB(), CheckpointCB(ckpt_dir, resume=resume, model_name=cfg['MODEL.BACKBONE.NAME'], strategy=strategy.name)]
     opt_func = OptFunc(cfg['OPTIM.NAME'], cfg['OPTIM.WEIGHT_DECAY'], cfg['OPTIM.MOMENTUM'], strategy.param_groups)
-    return Learner(model, dls, default_objective(splits['train'], tokenizer), cfg['OPTIM.LR'], cfg['OPTIM.MAX_EPOCH'],
-                   opt_func, cbs + strategy.callbacks())
+    templates = dataset_attr(splits['train'], 'templates')
+    objective = default_objective(splits['train'], tokenizer, templates and strategy.prompt_templates(templates))
+    return Learner(model, dls, strategy.objective(objective), cfg['OPTIM.LR'], cfg['OPTIM.MAX_EPOCH'], opt_func, cbs + strategy.callbacks())
 
 # %% ../nbs/41_cli.ipynb #08a42089
 def train(cfg:Config, # a validated config (`load_config`)
@@ -124,6 +131,7 @@ def train(cfg:Config, # a validated config (`load_config`)
     for note in spec['notes'] + [unseen_class_words(tokenizer, splits['test'])]:
         if note: log(f"note: {note}")
     task, bs = splits['task'], cfg['DATALOADER.TEST.BATCH_SIZE']
+    strategy.check_task(task)
     also = {n: get_dataset(n, None, 'test', image_transforms(cfg, preprocess)[1]) for n in cfg['DATASET.ALSO_TEST']}
     before = evaluate(model, tokenizer, splits['test'], task, bs)
     also_before = {n: evaluate(model, tokenizer, ds, task_of(ds), bs) for n, ds in also.items()}
@@ -133,9 +141,9 @@ def train(cfg:Config, # a validated config (`load_config`)
     if strategy.trains:
         learn = make_learner(cfg, model, tokenizer, strategy, splits, out/'checkpoints', resume, progress)
         learn.fit()
-    after = evaluate(model, tokenizer, splits['test'], task, bs)
-    also = {n: dict(before=also_before[n], after=evaluate(model, tokenizer, ds, task_of(ds), bs)) for n, ds in also.items()}
-    metrics = dict(strategy=strategy.name, backbone=cfg['MODEL.BACKBONE.NAME'], pretrained=cfg['MODEL.BACKBONE.PRETRAINED'],
+    after = evaluate(model, tokenizer, splits['test'], task, bs, strategy)
+    also = {n: dict(before=also_before[n], after=evaluate(model, tokenizer, ds, task_of(ds), bs, strategy)) for n, ds in also.items()}
+    metrics = dict(strategy=strategy.name, spec=strategy_spec(strategy), backbone=cfg['MODEL.BACKBONE.NAME'], pretrained=cfg['MODEL.BACKBONE.PRETRAINED'],
                    dataset=cfg['DATASET.NAME'], task=task, num_shots=cfg['DATASET.NUM_SHOTS'], seed=cfg['SEED'],
                    trainable_params=trainable, total_params=total, train_seconds=round(time.time() - t0, 2),
                    epochs=cfg['OPTIM.MAX_EPOCH'], processes=learn.accelerator.num_processes if learn else 1, **after, before=before, also=also,
@@ -148,7 +156,7 @@ def run(cfg:Config, # a validated config (`load_config`)
         progress:bool=True, # progress bars (else log lines every TRAIN.PRINT_FREQ batches)
         log=print, # where notes and the before/after line go
        )->dict:
-    "Train and evaluate one strategy as `cfg` says; write config.yaml, metrics.json, model.safetensors; return the metrics."
+    "Train and evaluate as `cfg` says; write config.yaml, metrics.json, model.safetensors (and learned.safetensors); return the metrics."
     out, main = Path(cfg['OUTPUT_DIR']), is_main_process()
     check_output_dir(out, resume)
     res = train(cfg, resume, progress, log if main else (lambda *a: None))
@@ -157,6 +165,8 @@ def run(cfg:Config, # a validated config (`load_config`)
         cfg.dump(out/'config.yaml')
         save_safetensors(res['model'].state_dict(), out/'model.safetensors', metadata=dict(backbone=cfg['MODEL.BACKBONE.NAME'], strategy=m['strategy']))
         atomic_write(out/'metrics.json', json.dumps(m, indent=2))
+        if res['strategy'].learned_names(res['model']):  # what the strategy added, alone: a small file for `load_learned`
+            save_learned(res['strategy'], res['model'], out/'learned.safetensors', cfg['MODEL.BACKBONE.NAME'])
         log(f"{m['strategy']} on {cfg['DATASET.NAME']}: before {headline(m['before'], m['task'])} -> after {headline(m, m['task'])}")
     if res['learner'] is not None: res['learner'].accelerator.wait_for_everyone()
     return m

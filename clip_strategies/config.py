@@ -66,7 +66,7 @@ SCHEMA = {
     'TRAIN.GRAD_ACCUM_STEPS': Field(1, (int,), "micro-batches per optimizer step"),
     'MODEL.BACKBONE.NAME': Field('mini', (str,), "'mini' or an open_clip model name (ViT-B/16 spelling accepted)"),
     'MODEL.BACKBONE.PRETRAINED': Field(None, (str, _N), "open_clip pretrained tag or local weights file"),
-    'TRAINER.NAME': Field('full', (str,), "the strategy (see list_strategies())"),
+    'TRAINER.NAME': Field('full', (str, list), "the strategy (see list_strategies()), or a list of strategies applied in order"),
     'DATASET.NAME': Field('mini_shift', (str,), "dataset name (see list_datasets())"),
     'DATASET.ROOT': Field('', (str,), "dataset root folder (not needed by the mini lab)"),
     'DATASET.NUM_SHOTS': Field(16, (int,), "images per class for training; -1: all"),
@@ -145,15 +145,27 @@ def declared_keys()->dict:
 # %% ../nbs/40_config.ipynb #846bb854
 def _section(name:str)->str: return f'TRAINER.{name.upper()}.'
 
-def _run_classes(values:dict)->tuple:
-    "(the strategy class that runs, its base class or None) for flat config `values`."
+def _names(values:dict)->list:
+    "The strategy names `TRAINER.NAME` holds: one name, or a list of names applied in order."
     name = values.get('TRAINER.NAME', SCHEMA['TRAINER.NAME'].default)
-    if not isinstance(name, str): raise TypeError(f"Config key TRAINER.NAME = {name!r}: expected a strategy name (str)")
+    names = [name] if isinstance(name, str) else name
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"Config key TRAINER.NAME = {name!r}: expected a strategy name or a non-empty list of names")
+    return names
+
+def _part_classes(values:dict, name:str)->tuple:
+    "(the strategy class that runs for `name`, [its base classes]) for flat config `values`."
     cls = get_strategy_class(name)
     switch = next((c for c in strategy_classes() if c.switch and values.get(c.switch[0]) is True and cls.name in c.switch[1]), None)
-    if switch: return switch, cls
-    if 'base' not in cls.options(): return cls, None
-    return cls, get_strategy_class(values.get(_section(cls.name) + 'BASE', cls.options()['base']))
+    if switch: return switch, [cls]
+    if 'base' not in cls.options(): return cls, []
+    base = values.get(_section(cls.name) + 'BASE', cls.options()['base'])
+    return cls, [get_strategy_class(b) for b in ([base] if isinstance(base, str) else base)]
+
+def _run_parts(values:dict)->list: return [_part_classes(values, n) for n in _names(values)]
+def _run_classes(values:dict)->list:
+    "Every strategy class the config runs: the parts of `TRAINER.NAME` and their bases."
+    return [c for run, bases in _run_parts(values) for c in [run] + bases]
 
 def _options_from(cfg:dict, given:set, cls)->tuple:
     "(options of `cls` set in the config, {option: the key that set it})."
@@ -167,7 +179,7 @@ def _options_from(cfg:dict, given:set, cls)->tuple:
 # %% ../nbs/40_config.ipynb #7f538508
 class Config(dict):
     "A validated config: flat dotted keys -> values (`cfg['OPTIM.LR']`); `given` holds the keys the file or overrides set."
-    given = frozenset()
+    given, from_recipe = frozenset(), {}
     def nested(self)->dict:
         "The config as nested dicts, as in the YAML file."
         return unflatten(dict(self))
@@ -175,21 +187,36 @@ class Config(dict):
         "Write the config as YAML, atomically."
         return atomic_write(path, yaml.safe_dump(self.nested(), sort_keys=False))
 
+def _part_spec(cfg:Config, run, bases:list)->tuple:
+    "(`{'name': ..., **options}` of one part, {(strategy, option): config key})."
+    opts, keys = _options_from(cfg, cfg.given, run)
+    keys = {(run.name, o): k for o, k in keys.items()}
+    for b in bases: keys.update({(b.name, o): k for o, k in _options_from(cfg, cfg.given, b)[1].items()})
+    if len(bases) == 1:
+        bopts = _options_from(cfg, cfg.given, bases[0])[0]
+        if run.switch: opts['base'] = bases[0].name
+        if bopts and 'base_options' not in opts: opts['base_options'] = bopts
+    elif bases: opts['base'] = [{'name': b.name, **_options_from(cfg, cfg.given, b)[0]} for b in bases]
+    return {'name': run.name, **opts}, keys
+
+def _default_notes(cfg:Config, run)->list:
+    "Notes on general keys a strategy reads, set by neither the config nor a recipe, whose default differs from the strategy's own."
+    return [f"{run.name} reads {key}, which is not set: using {run.name}'s {opt}={run.options()[opt]!r} "
+            f"(not the general default {SCHEMA[key].default!r})" for key, opt in run.config_keys.items()
+            if key in SCHEMA and key not in cfg.given | set(cfg.from_recipe) and run.options()[opt] != SCHEMA[key].default]
+
 @patch
 def strategy_spec(self:Config)->dict:
-    "`name`, `options` (for `get_strategy`), `keys` ((strategy, option) -> config key) and `notes` of the strategy that runs."
-    run, base = _run_classes(self)
-    opts, keys = _options_from(self, self.given, run)
-    keys = {(run.name, o): k for o, k in keys.items()}
-    if base is not None:
-        bopts, bkeys = _options_from(self, self.given, base)
-        if run.switch: opts['base'] = base.name
-        if bopts and 'base_options' not in opts: opts['base_options'] = bopts
-        keys.update({(base.name, o): k for o, k in bkeys.items()})
-    notes = [f"{run.name} reads {key}, which is not set: using {run.name}'s {opt}={run.options()[opt]!r} "
-             f"(not the general default {SCHEMA[key].default!r})" for key, opt in run.config_keys.items()
-             if key in SCHEMA and key not in self.given and run.options()[opt] != SCHEMA[key].default]
-    return dict(name=run.name, options=opts, keys=keys, notes=notes)
+    "`parts` (for `get_strategy`), `name` and `options` (of a single strategy), `keys` (option -> config key), `notes`."
+    parts, keys, notes = [], {}, []
+    for run, bases in _run_parts(self):
+        part, k = _part_spec(self, run, bases)
+        parts.append(part); keys.update(k); notes += _default_notes(self, run)
+    if self.from_recipe: notes.append(f"{'+'.join(p['name'] for p in parts)}'s recipe sets " +
+                                      ', '.join(f'{k}={v!r}' for k, v in self.from_recipe.items()) + " (set a key to override it)")
+    single = len(parts) == 1
+    return dict(name=parts[0]['name'] if single else [p['name'] for p in parts], parts=parts, keys=keys, notes=notes,
+                options={k: v for k, v in parts[0].items() if k != 'name'} if single else {})
 
 @patch
 def strategy_name(self:Config)->str: return self.strategy_spec()['name']
@@ -201,7 +228,7 @@ def strategy_options(self:Config)->dict: return self.strategy_spec()['options']
 def build_strategy(self:Config):
     "The configured strategy this config runs; a bad option names the config key that set it."
     spec = self.strategy_spec()
-    try: return get_strategy(spec['name'], **spec['options'])
+    try: return get_strategy(spec['parts'] if len(spec['parts']) > 1 else spec['parts'][0])
     except OptionError as e:
         key = spec['keys'].get((e.strategy, e.option))
         if key is None: raise
@@ -228,7 +255,7 @@ def allowed_fields(values:dict)->dict:
     "Every key a config may hold, given the strategy it runs: the schema, declared keys, the strategies' sections."
     fields = {**SCHEMA, **{k: f for k, (f, _) in declared_keys().items()}}
     for cls in _run_classes(values):
-        if cls is not None: fields.update({_section(cls.name) + o.upper(): option_field(i) for o, i in cls.option_info().items()})
+        fields.update({_section(cls.name) + o.upper(): option_field(i) for o, i in cls.option_info().items()})
     return fields
 
 def _check_keys(flat:dict, fields:dict, source:str):
@@ -239,14 +266,18 @@ def _check_keys(flat:dict, fields:dict, source:str):
                                    (f" Did you mean {' or '.join(map(repr, close_matches(key, fields)))}?" if close_matches(key, fields) else
                                     f" Config keys start with {', '.join(sorted({k.split('.')[0] for k in fields}))}."))
 
+def _recipe(values:dict)->dict:
+    "The recipe of the first strategy that brings one, in running order (a part before its bases): recipes never mix."
+    return next((dict(c.recipe) for c in _run_classes(values) if c.recipe), {})
+
 def _check_read(cfg:Config):
     "Raise when a strategy key is set (to something else than its default) but the strategy that runs does not read it."
-    read = {k for cls in _run_classes(cfg) if cls is not None for k in list(cls.config_keys) + ([cls.switch[0]] if cls.switch else [])}
+    read = {k for cls in _run_classes(cfg) for k in list(cls.config_keys) + ([cls.switch[0]] if cls.switch else [])}
     for key, (field, readers) in declared_keys().items():
         if key in cfg.given and key not in read and cfg[key] != field.default:
             who = ', '.join(s if o is None else f'{s} ({o})' for s, o in readers)
             raise ValueError(f"Config key {key} = {cfg[key]!r} is read by {who}, not by the strategy this config runs "
-                             f"({_run_classes(cfg)[0].name!r}): remove the key, or set TRAINER.NAME to a strategy that reads it.")
+                             f"({'+'.join(_names(cfg))!r}): remove the key, or set TRAINER.NAME to a strategy that reads it.")
 
 # %% ../nbs/40_config.ipynb #bb7b8320
 def load_config(path:str|Path|None=None, # a YAML file with the original tool's keys, or None for the defaults
@@ -265,6 +296,8 @@ def load_config(path:str|Path|None=None, # a YAML file with the original tool's 
     check_transform_names(cfg['INPUT.TRANSFORMS'])
     cfg.given = frozenset(flat) | frozenset(over)
     _check_read(cfg)
+    cfg.from_recipe = {k: _coerce(k, v, fields[k]) for k, v in _recipe(cfg).items() if k not in cfg.given}
+    cfg.update(cfg.from_recipe)
     return cfg
 
 # %% ../nbs/40_config.ipynb #a3ee9fa4

@@ -8,7 +8,7 @@ import math
 from torch import nn
 from .anatomy import TEMPERATURE, projection_names
 from .optim import no_weight_decay
-from .strategy import Strategy, OptionError, register_strategy, base_strategy
+from .strategy import Strategy, OptionError, register_strategy, base_strategy, adamw_recipe, strategy_spec
 from fastcore.basics import patch
 
 # %% auto #0
@@ -29,7 +29,8 @@ def lr_roles(model:nn.Module, # an open_clip CLIP
 @register_strategy('differential_lr')
 class DifferentialLR(Strategy):
     "Learning-rate multipliers for encoders, projections, `logit_scale` and new tensors, on top of a base strategy's selection."
-    def __init__(self, base:str='full', # the strategy whose selection trains: any registered name that trains, except this one
+    recipe = adamw_recipe(1e-3)  # the mini-lab recipe (config keys the config does not set)
+    def __init__(self, base:str|list='full', # the strategy whose selection trains: a registered name (or a list: a combination)
                  base_options:dict={}, # options of the base strategy, e.g. {'n': 4} for base='last_n'
                  encoder_mult:float=0.1, # lr multiplier of the pre-trained towers (embeddings, blocks, norms)
                  projection_mult:float=1.0, # lr multiplier of the projections
@@ -52,8 +53,24 @@ class DifferentialLR(Strategy):
         "Apply the base strategy; remember the tensors it adds (role 'new')."
         before = {n for n, _ in model.named_parameters()}
         self.base_strategy.apply(model)
-        self.new_names |= {n for n, _ in model.named_parameters()} - before
+        self.new_names |= ({n for n, _ in model.named_parameters()} - before) | set(self.base_strategy.learned_names(model))
         return model
+
+    # the base answers the rest of the protocol: tasks, prompts, objective, evaluation, the learned part
+    @property
+    def tasks(self): return self.base_strategy.tasks
+    def prompt_templates(self, templates:list)->list: return self.base_strategy.prompt_templates(templates)
+    def objective(self, objective): return self.base_strategy.objective(objective)
+    def evaluate(self, model, tokenizer, dataset, batch_size:int=256): return self.base_strategy.evaluate(model, tokenizer, dataset, batch_size)
+    def learned_names(self, model:nn.Module)->list: return self.base_strategy.learned_names(model)
+
+# %% ../nbs/27_differential_lr.ipynb #d0fb259e
+@patch
+def get_options(self:DifferentialLR)->dict:
+    "The option values, with the base described as it is now (a base may change its own options, as prefix's `fold` does)."
+    base = strategy_spec(self.base_strategy)
+    if isinstance(base, list): return {**Strategy.get_options(self), 'base': base, 'base_options': {}}
+    return {**Strategy.get_options(self), 'base': base.pop('name'), 'base_options': base}
 
 # %% ../nbs/27_differential_lr.ipynb #3deda25c
 @patch

@@ -6,7 +6,7 @@
 from __future__ import annotations
 from torch import nn
 from .anatomy import vision_names, temperature_names, text_proj_names
-from .strategy import Selection, register_strategy
+from .strategy import Selection, register_strategy, adamw_recipe
 
 # %% auto #0
 __all__ = ['FrozenText']
@@ -15,6 +15,7 @@ __all__ = ['FrozenText']
 @register_strategy('frozen_text')
 class FrozenText(Selection):
     "Freeze the text side; train the image tower (everything under `visual.`, its projection included) and `logit_scale`."
+    recipe = adamw_recipe(1e-3)  # the mini-lab recipe (config keys the config does not set)
     def __init__(self, text_proj:bool=False, # also train the text projection `text_projection`
                 ): self.store_options(text_proj=text_proj)
 

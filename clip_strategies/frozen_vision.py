@@ -6,7 +6,7 @@
 from __future__ import annotations
 from torch import nn
 from .anatomy import text_names, temperature_names, visual_proj_names
-from .strategy import Selection, register_strategy
+from .strategy import Selection, register_strategy, adamw_recipe
 
 # %% auto #0
 __all__ = ['FrozenVision']
@@ -15,6 +15,7 @@ __all__ = ['FrozenVision']
 @register_strategy('frozen_vision')
 class FrozenVision(Selection):
     "Freeze the image tower; train the text side (embeddings, text transformer, `ln_final`, `text_projection`) and `logit_scale`."
+    recipe = adamw_recipe(1e-3, weight_decay=0.)  # the mini-lab recipe (config keys the config does not set)
     def __init__(self, visual_proj:bool=False, # also train the image projection `visual.proj`
                 ): self.store_options(visual_proj=visual_proj)
 

@@ -8,12 +8,13 @@ __all__ = ['Full']
 # %% ../nbs/20_full.ipynb #52aa9157
 from torch import nn
 from .anatomy import unfreeze
-from .strategy import Strategy, register_strategy
+from .strategy import Strategy, register_strategy, adamw_recipe
 
 # %% ../nbs/20_full.ipynb #0728e614
 @register_strategy('full')
 class Full(Strategy):
     "Fine-tune everything: both encoders, both projections and the temperature `logit_scale`."
+    recipe = adamw_recipe(3e-4)  # the mini-lab recipe (config keys the config does not set)
     def apply(self, model:nn.Module, # a CLIP model (open_clip or mini)
              )->nn.Module: # the same model, every parameter trainable
         "Make every parameter trainable, whole (idempotent; removes gradient masks left by BitFit or ABS)."

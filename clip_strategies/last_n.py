@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Literal
 from torch import nn
 from .anatomy import tower_blocks, visual_proj_names, text_proj_names, temperature_names
-from .strategy import Selection, OptionError, register_strategy
+from .strategy import Selection, OptionError, register_strategy, adamw_recipe
 
 # %% auto #0
 __all__ = ['LastN']
@@ -16,6 +16,7 @@ __all__ = ['LastN']
 @register_strategy('last_n')
 class LastN(Selection):
     "Train the last `n` residual blocks of the chosen towers, their final layer norms, projections and `logit_scale`."
+    recipe = adamw_recipe(1e-3)  # the mini-lab recipe (config keys the config does not set)
     def __init__(self, n:int=2, # how many blocks to train at the top of each chosen tower
                  towers:Literal['both', 'vision', 'text']='both', # which towers
                  projections:bool=True, # also train the chosen towers' projections

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from .anatomy import temperature_names
-from .strategy import Selection, register_strategy
+from .strategy import Selection, register_strategy, adamw_recipe
 from .zeroshot import classification_metrics
 
 # %% auto #0
@@ -17,6 +17,7 @@ __all__ = ['LogitScale', 'metrics_vs_scale']
 @register_strategy('logit_scale')
 class LogitScale(Selection):
     "Train only the temperature `logit_scale` (temperature scaling): top-1 cannot change, NLL and calibration can."
+    recipe = adamw_recipe(0.1)  # the mini-lab recipe (config keys the config does not set)
     def trainable(self, model:nn.Module)->list:
         "`['logit_scale']` (an error for models without one)."
         return [n for n in temperature_names(model) if n == 'logit_scale']

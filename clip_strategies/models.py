@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 # %% auto #0
 __all__ = ['normalize_model_name', 'WeightsUnavailableError', 'cached_weights', 'check_weights_available', 'load_weights',
-           'random_clip', 'load_clip', 'real_clip_unavailable']
+           'with_tokenizer', 'random_clip', 'load_clip', 'real_clip_unavailable']
 
 # %% ../nbs/03_models.ipynb #dd763add
 import torch
@@ -131,10 +131,16 @@ def _quiet(logger:str=''):
     try: yield
     finally: log.setLevel(old)
 
+def with_tokenizer(model:torch.nn.Module, tokenizer)->torch.nn.Module:
+    "`model` with its tokenizer as `model.tokenizer` (strategies that build prompts, such as CoOp, read it there)."
+    model.tokenizer = tokenizer
+    return model
+
 def random_clip(name:str, # an open_clip model name ('ViT-B-32', also 'ViT-B/32')
                )->torch.nn.Module:
     "A randomly initialised open_clip model: the real structure, no weights downloaded (for showing what trains)."
-    with _quiet(): return open_clip.create_model(normalize_model_name(name), pretrained=None)
+    name = normalize_model_name(name)
+    with _quiet(): return with_tokenizer(open_clip.create_model(name, pretrained=None), open_clip.get_tokenizer(name))
 
 # %% ../nbs/03_models.ipynb #e7ae7273
 def load_clip(name:str='mini', # 'mini' or an open_clip model name ('ViT-B-32', also 'ViT-B/32')
@@ -147,7 +153,8 @@ def load_clip(name:str='mini', # 'mini' or an open_clip model name ('ViT-B-32', 
     if name == 'mini':
         if pretrained is not None and path is None:
             raise ValueError(f"The mini backbone has no pretrained tags; got {pretrained!r}. Pass None or a local weights file.")
-        return load_mini(device=device, path=path)
+        model, preprocess, tokenizer = load_mini(device=device, path=path)
+        return with_tokenizer(model, tokenizer), preprocess, tokenizer
     if path is None and pretrained is not None:
         check_name('pretrained tag {} ' + f'of {name!r}', pretrained, open_clip.list_pretrained_tags_by_model(name),
                    hint=f"Tags of {name!r}: {open_clip.list_pretrained_tags_by_model(name) or 'none'}; or pass a local weights file.")
@@ -157,7 +164,8 @@ def load_clip(name:str='mini', # 'mini' or an open_clip model name ('ViT-B-32', 
     else:
         with _quiet(): model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
         if path is not None: load_weights(model, path)
-    return model.to(device).eval(), preprocess, open_clip.get_tokenizer(name)
+    tokenizer = open_clip.get_tokenizer(name)
+    return with_tokenizer(model.to(device).eval(), tokenizer), preprocess, tokenizer
 
 # %% ../nbs/03_models.ipynb #22829c70
 def real_clip_unavailable(name:str='ViT-B-16', # open_clip model name

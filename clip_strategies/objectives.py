@@ -54,7 +54,7 @@ class TextHeadClassification(ClipObjective):
         if not len(classnames): raise ValueError("classnames is empty: a classification objective needs at least one class")
         self.tokenizer, self.classnames, self.templates = tokenizer, [str(c) for c in classnames], templates
         self.prompts = [t.replace('{}', c) for c in self.classnames for t in templates]  # class-major: C x T
-        self.prompt_tokens = self.text_trains = self._fixed = None
+        self.prompt_tokens = self.text_trains = self._fixed = self.class_feats = None
 
     def before_fit(self, learn):
         "Tokenize the prompts; ask autograd whether the text side trains; if not, compute the class features once."
@@ -89,7 +89,8 @@ def predict(self:TextHeadClassification, learn):
     image, cached = self.images(learn)
     recompute = self._fixed is None
     img, txt, scale = self.features(learn, image=image, text=self.prompt_tokens if recompute else None)
-    learn.preds = scale * (cached if image is None else img) @ (self._ensemble(txt) if recompute else self._fixed).t()
+    self.class_feats = self._ensemble(txt) if recompute else self._fixed  # [C, D], kept for regularisers (KgCoOp)
+    learn.preds = scale * (cached if image is None else img) @ self.class_feats.t()
 
 @patch
 def get_loss(self:TextHeadClassification, learn):
@@ -126,10 +127,11 @@ class ContrastiveLoss(ClipObjective):
 # %% ../nbs/08_objectives.ipynb #95b2c80b
 def default_objective(ds, # the training dataset (or a loader of it), possibly wrapped in subsets
                       tokenizer, # the model's tokenizer
+                      templates=None, # prompt templates for classification (default: the dataset's)
                      )->ClipObjective:
     "Text-head classification for datasets with `classnames`, the contrastive loss for datasets with `captions`."
     ds = getattr(ds, 'dataset', ds) if hasattr(ds, 'batch_size') else ds
     names = dataset_attr(ds, 'classnames')
-    if names is not None: return TextHeadClassification(tokenizer, names, dataset_attr(ds, 'templates'))
+    if names is not None: return TextHeadClassification(tokenizer, names, templates or dataset_attr(ds, 'templates'))
     if dataset_attr(ds, 'captions') is not None: return ContrastiveLoss(tokenizer)
     raise ValueError(f"Cannot choose an objective for {type(ds).__name__}: it has neither `classnames` nor `captions`; pass one")

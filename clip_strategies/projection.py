@@ -6,7 +6,7 @@
 from __future__ import annotations
 from torch import nn
 from .anatomy import visual_proj_names, text_proj_names, temperature_names
-from .strategy import Selection, register_strategy
+from .strategy import Selection, register_strategy, adamw_recipe
 
 # %% auto #0
 __all__ = ['Projection']
@@ -15,6 +15,7 @@ __all__ = ['Projection']
 @register_strategy('projection')
 class Projection(Selection):
     "Freeze both towers; train only the image and text projections and `logit_scale`."
+    recipe = adamw_recipe(1e-3, weight_decay=0.)  # the mini-lab recipe (config keys the config does not set)
     def __init__(self, logit_scale:bool=True, # also train the temperature `logit_scale`
                 ): self.store_options(logit_scale=logit_scale)
 

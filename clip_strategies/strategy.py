@@ -4,17 +4,19 @@
 
 # %% ../nbs/14_strategy.ipynb #d55285a1
 from __future__ import annotations
-import importlib, inspect, types, typing
+import importlib, inspect, json, types, typing
 
 # %% auto #0
-__all__ = ['STRATEGY_MODULES', 'StrategyError', 'OptionError', 'check_option', 'Strategy', 'Selection', 'register_strategy',
-           'list_strategies', 'get_strategy_class', 'get_strategy', 'ZeroShot', 'base_strategy', 'check_strategy']
+__all__ = ['STRATEGY_MODULES', 'LEARNED_FORMAT', 'StrategyError', 'OptionError', 'check_option', 'Strategy', 'Selection',
+           'adamw_recipe', 'register_strategy', 'list_strategies', 'get_strategy_class', 'get_strategy', 'ZeroShot',
+           'base_strategy', 'check_strategy', 'added_parameters', 'Addition', 'strategy_spec', 'save_learned',
+           'load_learned', 'Combined']
 
 # %% ../nbs/14_strategy.ipynb #7136875d
 from torch import nn
 from fastcore.docments import docments
-from .core import check_name, close_matches
-from .anatomy import trainable_names, train_only, freeze
+from .core import check_name, close_matches, save_safetensors, read_safetensors
+from .anatomy import trainable_names, train_only, freeze, set_grad_mask
 from .optim import default_param_groups, check_param_groups
 from fastcore.basics import patch
 
@@ -124,11 +126,56 @@ class Selection(Strategy):
         "Make exactly `trainable(model)` trainable (gradient masks dropped); returns `model`."
         return train_only(model, self.trainable(model))
 
+# %% ../nbs/14_strategy.ipynb #2bfc416e
+Strategy.recipe = {}  # config values of the strategy's reference recipe, applied where the config does not set them
+Strategy.tasks = ('classification', 'retrieval')  # the tasks the strategy supports
+
+def adamw_recipe(lr:float, # peak learning rate
+                 weight_decay:float=0.01, # decoupled weight decay (matrices only: see `optim.default_param_groups`)
+                 epochs:int=10, # epochs (the mini lab's 16 shots: 4 steps each)
+                 warmup_epochs:int=1, # linear warm-up epochs
+                )->dict:
+    "A recipe in the original tool's keys: AdamW, cosine schedule, linear warm-up (the first family's mini-lab recipe)."
+    return {'OPTIM.NAME': 'adamw', 'OPTIM.LR': lr, 'OPTIM.WEIGHT_DECAY': weight_decay, 'OPTIM.MAX_EPOCH': epochs,
+            'OPTIM.LR_SCHEDULER': 'cosine', 'OPTIM.WARMUP_EPOCH': warmup_epochs, 'OPTIM.WARMUP_TYPE': 'linear'}
+
+@patch
+def prompt_templates(self:Strategy, templates:list, # the dataset's prompt templates
+                    )->list:
+    "The prompt templates the classification objective and the evaluation use (default: the dataset's)."
+    return templates
+
+@patch
+def objective(self:Strategy, objective, # the default objective for the training data
+             ):
+    "The objective to train with (default: `objective` itself; a strategy may wrap or replace it)."
+    return objective
+
+@patch
+def evaluate(self:Strategy, model:nn.Module, tokenizer, dataset, # what to evaluate
+             batch_size:int=256, # images per forward pass
+            )->dict|None:
+    "The strategy's own classification metrics on `dataset`, or None for the standard zero-shot evaluation."
+    return None
+
+@patch
+def learned_names(self:Strategy, model:nn.Module)->list:
+    "State-dict names of the parameters this strategy added to `model` (default: none)."
+    return []
+
+@patch
+def check_task(self:Strategy, task:str, # 'classification' or 'retrieval'
+              ):
+    "Refuse a task the strategy does not support, saying which it does."
+    if task not in self.tasks:
+        raise StrategyError(f"Strategy {self.name!r} supports {' and '.join(self.tasks)} only, not {task}: "
+                            f"choose a dataset with class names, or another strategy")
+
 # %% ../nbs/14_strategy.ipynb #54982da8
 _REGISTRY = {}  # name -> Strategy subclass
 _state = dict(loaded=False, loading=False)
 STRATEGY_MODULES = ['full', 'frozen_vision', 'frozen_text', 'projection', 'last_n', 'bitfit', 'logit_scale',
-                    'differential_lr', 'abs']
+                    'differential_lr', 'abs', 'prompt', 'prefix', 'adapter']
 
 def _norm_name(name): return str(name).strip().lower().replace('-', '_')
 
@@ -170,13 +217,21 @@ def get_strategy_class(name:str, # a registered strategy name (case-insensitive)
     _load_strategies()
     return _REGISTRY[check_name('strategy', name, sorted(_REGISTRY), normalize=_norm_name)]
 
-def get_strategy(name:str, # a registered strategy name (case-insensitive), or a `Strategy` instance
+def get_strategy(name, # a registered name (case-insensitive), `{'name': ..., **options}`, a list of those, or a `Strategy`
                  **options, # the strategy's options (see `get_strategy_class(name).options()`); names are case-insensitive
                 )->Strategy:
-    "A configured strategy: `get_strategy('full').apply(model)`."
+    "A configured strategy: `get_strategy('full').apply(model)`; a list gives their combination, applied in order."
     if isinstance(name, Strategy):
         if options: raise StrategyError(f'options {sorted(options)} given with an already configured {name!r}')
         return name
+    if isinstance(name, (list, tuple)):
+        if options: raise StrategyError(f"options go inside each part of a combination, e.g. [{{'name': 'lora', 'rank': 4}}, 'coop'], not {options}")
+        parts = [get_strategy(p) for p in name]
+        return parts[0] if len(parts) == 1 else Combined(parts)
+    if isinstance(name, dict):
+        spec = dict(name)
+        if 'name' not in spec: raise StrategyError(f"A strategy given as a mapping needs a 'name': {name!r}")
+        return get_strategy(spec.pop('name'), **spec, **options)
     cls = get_strategy_class(name)
     allowed = list(cls.options())
     return cls(**{check_name('option {} ' + f'of strategy {cls.name!r}', k, allowed, normalize=str.lower): v for k, v in options.items()})
@@ -192,7 +247,7 @@ class ZeroShot(Strategy):
 
 # %% ../nbs/14_strategy.ipynb #87398c2a
 def base_strategy(owner:str, # the composing strategy's name, for messages
-                  base, # a registered strategy name, or a configured `Strategy`
+                  base, # a registered strategy name, a list of them (a combination), or a configured `Strategy`
                   base_options:dict, # options of the base strategy
                   allowed=None, # the bases allowed (None: any strategy that trains, except `owner` itself)
                  )->Strategy:
@@ -205,7 +260,10 @@ def base_strategy(owner:str, # the composing strategy's name, for messages
     elif isinstance(base, str):
         if allowed is not None: check_name('base {} ' + f'of strategy {owner!r}', _norm_name(base), allowed)
         strat = get_strategy(base, **base_options)
-    else: raise OptionError(owner, 'base', base, "a strategy name, e.g. 'full'")
+    elif isinstance(base, (list, tuple)) and allowed is None:
+        if base_options: raise OptionError(owner, 'base_options', base_options, 'empty when base is a combination (options go inside its parts)')
+        strat = get_strategy(list(base))
+    else: raise OptionError(owner, 'base', base, "a strategy name, e.g. 'full'" + ('' if allowed else ", or a list of them"))
     if strat.name == owner: raise OptionError(owner, 'base', strat.name, f"another strategy than {owner!r} itself")
     if not strat.trains: raise OptionError(owner, 'base', strat.name, "a strategy that trains something")
     return strat
@@ -229,3 +287,153 @@ def check_strategy(strategy:Strategy, # a configured strategy
     check_param_groups(model, strategy.param_groups(model, lr, weight_decay))
     if not isinstance(strategy.callbacks(), list): raise AssertionError(f'{strategy!r}.callbacks() must return a list')
     return first
+
+# %% ../nbs/14_strategy.ipynb #d30b1e97
+def added_parameters(model:nn.Module)->dict:
+    "`{strategy name: {'options': ..., 'names': [...]}}` of the parameters strategies added to `model`."
+    return model.__dict__.setdefault('added_parameters', {})
+
+class Addition(Strategy):
+    "A strategy that injects new modules into the model and trains exactly their parameters."
+    def inject(self, model:nn.Module)->None:
+        "Add this strategy's modules to `model` (called once per model)."
+        raise NotImplementedError(f'{type(self).__name__} must implement inject(model)')
+
+    def apply(self, model:nn.Module)->nn.Module:
+        "Inject (the first time), then train exactly the added parameters; returns `model`."
+        added = added_parameters(model)
+        if self.name in added:
+            if added[self.name]['options'] != self.get_options():
+                raise StrategyError(f"The model already holds {self.name} with options {added[self.name]['options']}; "
+                                    f"applying {self!r} needs a fresh model")
+        else:
+            before = {n for n, _ in model.named_parameters()}
+            self.inject(model)
+            added[self.name] = dict(options=self.get_options(), names=[n for n, _ in model.named_parameters() if n not in before])
+        return train_only(model, added[self.name]['names'])
+
+    def learned_names(self, model:nn.Module)->list:
+        "The parameters `inject` added to `model`."
+        return list(added_parameters(model).get(self.name, {}).get('names', []))
+
+# %% ../nbs/14_strategy.ipynb #447066e8
+LEARNED_FORMAT = 'clip_strategies.learned/1'
+
+def strategy_spec(strategy:Strategy)->dict|list:
+    "`{'name': ..., **options}` of a configured strategy (a list of them for a combination): what `get_strategy` takes back."
+    parts = getattr(strategy, 'parts', None)
+    if parts is not None: return [strategy_spec(p) for p in parts]
+    return dict(name=strategy.name, **strategy.get_options())
+
+def save_learned(strategy:Strategy, # the strategy applied to `model`
+                 model:nn.Module, # the adapted (trained) model
+                 path, # where to write (`.safetensors`)
+                 backbone:str, # the backbone's name, e.g. 'ViT-B-16' or 'mini'
+                ):
+    "Write the parameters `strategy` added to `model`, with what is needed to load them again; returns the path."
+    names = strategy.learned_names(model)
+    if not names: raise StrategyError(f"Strategy {strategy.name!r} adds no parameters to the model: save the whole "
+                                      f"model's state dict instead")
+    sd = model.state_dict()
+    meta = dict(format=LEARNED_FORMAT, strategy=json.dumps(strategy_spec(strategy)), backbone=str(backbone),
+                shapes=json.dumps({n: list(sd[n].shape) for n in names}))
+    return save_safetensors({n: sd[n] for n in names}, path, metadata=meta)
+
+# %% ../nbs/14_strategy.ipynb #013a4149
+def load_learned(model:nn.Module, # a fresh model of the backbone the file was trained on
+                 path, # a file written by `save_learned`
+                 backbone:str, # the backbone's name
+                )->Strategy: # the strategy, applied to `model`, with the learned tensors loaded
+    "Apply the saved strategy to `model` and load its learned tensors; another backbone or other shapes are refused."
+    tensors, meta = read_safetensors(path)
+    if meta.get('format') != LEARNED_FORMAT:
+        raise StrategyError(f"{str(path)!r} is not a learned-part file (format {meta.get('format')!r}, expected {LEARNED_FORMAT!r})")
+    spec = json.loads(meta['strategy'])
+    if meta['backbone'] != str(backbone):
+        raise StrategyError(f"{str(path)!r} holds {spec} learned on backbone {meta['backbone']!r}; it cannot load onto {backbone!r}")
+    strategy = get_strategy(spec)
+    strategy.apply(model)
+    sd, names = model.state_dict(), strategy.learned_names(model)
+    wrong = {n: (list(t.shape), list(sd[n].shape) if n in sd else None) for n, t in tensors.items()
+             if n not in names or list(sd[n].shape) != list(t.shape)}
+    if wrong or set(names) != set(tensors):
+        raise StrategyError(f"{str(path)!r} does not fit this model: (saved shape, model shape) {wrong or 'missing ' + str(sorted(set(names) - set(tensors)))}; "
+                            f"it was learned on {meta['backbone']!r} with {spec}")
+    model.load_state_dict(tensors, strict=False)
+    return strategy
+
+# %% ../nbs/14_strategy.ipynb #5f76cd43
+def _claim(model:nn.Module)->dict:
+    "`{name: bool mask or None}` of what trains in `model` now (None: the whole tensor)."
+    return {n: getattr(p, 'grad_mask', None) for n, p in model.named_parameters() if p.requires_grad}
+
+def _overlaps(a:dict, b:dict)->list:
+    "Names two claims share (masked claims overlap where both masks are True)."
+    return [n for n in a.keys() & b.keys() if a[n] is None or b[n] is None or bool((a[n] & b[n]).any())]
+
+def _restore(model:nn.Module, claims:list)->None:
+    "Make exactly the union of `claims` train, with their masks."
+    params = dict(freeze(model).named_parameters())
+    for claim in claims:
+        for n, mask in claim.items():
+            p = params[n].requires_grad_(True)
+            if mask is not None: set_grad_mask(p, mask if getattr(p, 'grad_mask', None) is None else mask | p.grad_mask)
+
+# %% ../nbs/14_strategy.ipynb #f40daa60
+class Combined(Strategy):
+    "Several strategies applied in order; exactly the union of what each claims trains, and no tensor is claimed twice."
+    name = 'combined'
+    def __init__(self, parts:list, # configured strategies, applied in this order
+                ):
+        if len(parts) < 2: raise StrategyError(f"A combination needs at least two strategies, got {parts!r}")
+        self.parts, self.claims = list(parts), []
+        self.name = '+'.join(p.name for p in self.parts)
+        self.trains = any(p.trains for p in self.parts)
+        self.tasks = tuple(t for t in self.parts[0].tasks if all(t in p.tasks for p in self.parts))
+        self.recipe = {k: v for p in reversed(self.parts) for k, v in p.recipe.items()}
+
+    def apply(self, model:nn.Module)->nn.Module:
+        "Apply each part, record its claim, refuse overlaps, then train exactly the union."
+        self.claims = []
+        for part in self.parts:
+            claim = _claim(part.apply(model))
+            for other, prev in zip(self.parts, self.claims):
+                shared = _overlaps(prev, claim)
+                if shared: raise StrategyError(f"{other.name} and {part.name} both train {len(shared)} tensors "
+                                               f"({', '.join(sorted(shared)[:4])}...): a combination's parts must train disjoint tensors")
+            self.claims.append(claim)
+        _restore(model, self.claims)
+        return model
+
+    def __repr__(self): return f"Combined({', '.join(map(repr, self.parts))})"
+
+# %% ../nbs/14_strategy.ipynb #f0b45fa5
+@patch
+def param_groups(self:Combined, model:nn.Module, lr:float, weight_decay:float=0.0)->list:
+    "Each part's groups, restricted to the tensors it claims, named `part/group`."
+    if not self.claims: self.apply(model)
+    params, groups = dict(model.named_parameters()), []
+    for part, claim in zip(self.parts, self.claims):
+        mine = {id(params[n]) for n in claim}
+        for g in part.param_groups(model, lr, weight_decay):
+            ps = [p for p in g['params'] if id(p) in mine]
+            if ps: groups.append({**g, 'params': ps, 'name': f"{part.name}/{g.get('name', 'group')}"})
+    return groups
+
+@patch
+def callbacks(self:Combined)->list: return [cb for p in self.parts for cb in p.callbacks()]
+@patch
+def prompt_templates(self:Combined, templates:list)->list:
+    for p in self.parts: templates = p.prompt_templates(templates)
+    return templates
+@patch
+def objective(self:Combined, objective):
+    for p in self.parts: objective = p.objective(objective)
+    return objective
+@patch
+def evaluate(self:Combined, model, tokenizer, dataset, batch_size:int=256):
+    return next((r for p in self.parts if (r := p.evaluate(model, tokenizer, dataset, batch_size)) is not None), None)
+@patch
+def learned_names(self:Combined, model:nn.Module)->list: return [n for p in self.parts for n in p.learned_names(model)]
+@patch
+def get_options(self:Combined)->dict: return dict(parts=[strategy_spec(p) for p in self.parts])

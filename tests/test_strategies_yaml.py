@@ -6,7 +6,7 @@ from clip_strategies.config import load_config
 from clip_strategies.cli import run, train_main
 from clip_strategies.models import load_clip
 from clip_strategies.core import count_params
-from clip_strategies.strategy import get_strategy, list_strategies
+from clip_strategies.strategy import get_strategy, list_strategies, load_learned
 
 QUICK = {'DATASET.NUM_SHOTS': 2, 'DATALOADER.TRAIN_X.BATCH_SIZE': 8, 'OPTIM.MAX_EPOCH': 1}
 CASES = {
@@ -16,6 +16,9 @@ CASES = {
     'bitfit': {'BIAS.BIAS_TERMS': ['q_proj', 'layer_norm'], 'BIAS.BIAS_TERMS_EXCLUDE': ['ln_final']},
     'logit_scale': {}, 'differential_lr': {'TRAINER.DIFFERENTIAL_LR.BASE': 'last_n', 'TRAINER.DIFFERENTIAL_LR.BASE_OPTIONS': {'n': 1}},
     'abs': {'OPTIM.MAX_EPOCH': 2, 'MODEL.ABS_KEEP': 1},
+    'coop': {'TRAINER.COOP.N_CTX': 4}, 'cocoop': {}, 'kgcoop': {'TRAINER.KGCOOP.W': 2.0},
+    'vpt': {'TRAINER.VPT.DEEP': True}, 'prefix': {'TRAINER.PREFIX.LENGTH': 2},
+    'adapter': {'TRAINER.ADAPTER.REDUCTION': 8}, 'lora': {'TRAINER.LORA.RANK': 1}, 'clip_adapter': {'TRAINER.CLIP_ADAPTER.SIDE': 'both'},
 }
 
 def test_every_registered_strategy_is_covered():
@@ -31,6 +34,7 @@ def test_strategy_runs_from_yaml(tmp_path, name):
     expected = count_params(cfg.build_strategy().apply(model))[0]
     assert m['trainable_params'] == expected
     assert (tmp_path/name/'model.safetensors').is_file()
+    assert (tmp_path/name/'learned.safetensors').is_file() == bool(getattr(model, 'added_parameters', None))
 
 def test_abs_switch_on_full_from_yaml(tmp_path):
     cfg_file = tmp_path/'abs.yaml'
@@ -53,7 +57,7 @@ def test_abs_from_a_bare_config_says_which_warmup_it_uses(tmp_path, capsys):
     args = ['--no-progress', 'TRAINER.NAME', 'abs', 'OPTIM.MAX_EPOCH', '2', 'DATASET.NUM_SHOTS', '2', 'DATASET.ALSO_TEST', '[]']
     assert train_main([*args, 'OUTPUT_DIR', str(tmp_path/'ok')]) == 0
     out = capsys.readouterr().out
-    assert "abs reads OPTIM.WARMUP_EPOCH, which is not set: using abs's warmup_epochs=1" in out, out
+    assert "abs's recipe sets" in out and 'OPTIM.WARMUP_EPOCH=1' in out, out
     assert out.count('note:') == 1
     assert train_main([*args, 'OPTIM.WARMUP_EPOCH', '0', 'OUTPUT_DIR', str(tmp_path/'bad')]) == 2
     err = capsys.readouterr().err
@@ -76,3 +80,52 @@ def test_print_freq_sets_how_often_the_terminal_logs(tmp_path, capsys):
     assert [l.split(']')[1] for l in lines] == [' batch [2/8', ' batch [4/8', ' batch [6/8', ' batch [8/8'], lines
     assert train_main([*args, 'TRAIN.PRINT_FREQ', '0', 'OUTPUT_DIR', str(tmp_path/'b')]) == 0
     assert 'batch [' not in capsys.readouterr().out
+
+def _learned_outputs(model, tokens, images):
+    with torch.no_grad(): return torch.cat([model.encode_image(images), model.encode_text(tokens)])
+
+def test_combination_from_yaml_trains_each_part_and_saves_the_learned_part(tmp_path):
+    cfg_file = tmp_path/'combo.yaml'
+    cfg_file.write_text("TRAINER:\n  NAME: [lora, coop]\n  COOP:\n    N_CTX: 4\nOPTIM:\n  MAX_EPOCH: 1\nDATASET:\n  NUM_SHOTS: 2\n  ALSO_TEST: []\n")
+    assert train_main(['--config', str(cfg_file), '--no-progress', 'OUTPUT_DIR', str(tmp_path/'out')]) == 0
+    m = json.loads((tmp_path/'out'/'metrics.json').read_text())
+    assert m['strategy'] == 'lora+coop' and [p['name'] for p in m['spec']] == ['lora', 'coop']
+    strategy = get_strategy(['lora', {'name': 'coop', 'n_ctx': 4}])
+    model = strategy.apply(load_clip('mini', device='cpu')[0])
+    names = strategy.learned_names(model)
+    assert 'token_embedding.ctx' in names and any('lora' in n for n in names)
+    assert m['trainable_params'] == count_params(model)[0]
+    tokens, images = model.tokenizer(['a photo of a circle.']), torch.randn(2, 3, 32, 32)
+    before = _learned_outputs(model, tokens, images)
+    load_learned(model, tmp_path/'out'/'learned.safetensors', 'mini')
+    assert not torch.allclose(before, _learned_outputs(model, tokens, images))  # the trained additions arrived
+
+def test_overlapping_combination_is_refused_before_anything_runs(tmp_path, capsys):
+    args = ['--config', 'mini', 'TRAINER.NAME', '[full, bitfit]', 'OUTPUT_DIR', str(tmp_path/'o')]
+    assert train_main(args) == 2
+    err = capsys.readouterr().err
+    assert 'full' in err and 'bitfit' in err, err
+    assert not (tmp_path/'o').exists()
+
+@pytest.mark.parametrize('name,key,value', [('coop', 'OPTIM.NAME', 'sgd'), ('lora', 'OPTIM.NAME', 'adamw'), ('bitfit', 'OPTIM.LR', 1e-2)])
+def test_recipe_fills_unset_keys_and_is_recorded(name, key, value):
+    cfg = load_config(None, {'TRAINER.NAME': name})
+    assert cfg[key] == value and key in cfg.from_recipe
+    assert any('recipe' in n for n in cfg.strategy_spec()['notes'])
+    mine = load_config(None, {'TRAINER.NAME': name, 'OPTIM.LR': 0.123})
+    assert mine['OPTIM.LR'] == 0.123 and 'OPTIM.LR' not in mine.from_recipe
+
+def test_recipe_is_written_to_the_runs_config(tmp_path):
+    over = {'TRAINER.NAME': 'coop', 'TRAINER.COOP.N_CTX': 4, 'DATASET.NUM_SHOTS': 1, 'OPTIM.MAX_EPOCH': 1,
+            'DATASET.ALSO_TEST': [], 'OUTPUT_DIR': str(tmp_path/'c')}
+    run(load_config(None, over), progress=False, log=lambda *_: None)
+    written = load_config(tmp_path/'c'/'config.yaml', {'OUTPUT_DIR': str(tmp_path/'c2')})
+    assert written['OPTIM.NAME'] == 'sgd' and written['OPTIM.LR'] == get_strategy('coop').recipe['OPTIM.LR']
+
+@pytest.mark.parametrize('name', ['coop', 'cocoop', 'kgcoop'])
+def test_retrieval_is_refused_for_classification_only_strategies(tmp_path, capsys, name):
+    args = ['--config', 'mini', 'TRAINER.NAME', name, 'DATASET.NAME', 'mini_captions', 'DATASET.ALSO_TEST', '[]',
+            'OUTPUT_DIR', str(tmp_path/'o')]
+    assert train_main(args) == 2
+    err = capsys.readouterr().err
+    assert repr(name) in err and 'classification' in err and 'retrieval' in err, err
