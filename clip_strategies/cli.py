@@ -138,6 +138,7 @@ def train(cfg:Config, # a validated config (`load_config`)
     strategy.apply(model)
     trainable, total = count_params(model)
     learn, t0 = None, time.time()
+    strategy.fit(model, tokenizer, {k: v for k, v in splits.items() if k != 'test'}, bs)  # never the test split
     if strategy.trains:
         learn = make_learner(cfg, model, tokenizer, strategy, splits, out/'checkpoints', resume, progress)
         learn.fit()

@@ -62,6 +62,7 @@ class DifferentialLR(Strategy):
     def prompt_templates(self, templates:list)->list: return self.base_strategy.prompt_templates(templates)
     def objective(self, objective): return self.base_strategy.objective(objective)
     def evaluate(self, model, tokenizer, dataset, batch_size:int=256): return self.base_strategy.evaluate(model, tokenizer, dataset, batch_size)
+    def fit(self, model, tokenizer, splits:dict, batch_size:int=256): return self.base_strategy.fit(model, tokenizer, splits, batch_size)
     def learned_names(self, model:nn.Module)->list: return self.base_strategy.learned_names(model)
 
 # %% ../nbs/27_differential_lr.ipynb #d0fb259e

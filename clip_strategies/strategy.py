@@ -159,6 +159,14 @@ def evaluate(self:Strategy, model:nn.Module, tokenizer, dataset, # what to evalu
     return None
 
 @patch
+def fit(self:Strategy, model:nn.Module, tokenizer, # the adapted model and its tokenizer
+        splits:dict, # `train` and `val` datasets (never `test`), and `task`
+        batch_size:int=256, # images per forward pass when encoding
+       ):
+    "Fit what the strategy learns without back-propagation (a cache, a head on frozen features); default: nothing."
+    return None
+
+@patch
 def learned_names(self:Strategy, model:nn.Module)->list:
     "State-dict names of the parameters this strategy added to `model` (default: none)."
     return []
@@ -433,6 +441,9 @@ def objective(self:Combined, objective):
 @patch
 def evaluate(self:Combined, model, tokenizer, dataset, batch_size:int=256):
     return next((r for p in self.parts if (r := p.evaluate(model, tokenizer, dataset, batch_size)) is not None), None)
+@patch
+def fit(self:Combined, model, tokenizer, splits:dict, batch_size:int=256):
+    for p in self.parts: p.fit(model, tokenizer, splits, batch_size)
 @patch
 def learned_names(self:Combined, model:nn.Module)->list: return [n for p in self.parts for n in p.learned_names(model)]
 @patch

@@ -129,3 +129,18 @@ def test_retrieval_is_refused_for_classification_only_strategies(tmp_path, capsy
     assert train_main(args) == 2
     err = capsys.readouterr().err
     assert repr(name) in err and 'classification' in err and 'retrieval' in err, err
+
+def test_fit_hook_sees_train_and_val_but_never_test(tmp_path):
+    from clip_strategies.strategy import Strategy, register_strategy, _REGISTRY
+    seen = {}
+    @register_strategy('fit_probe')
+    class FitProbe(Strategy):
+        "Records what `fit` receives."
+        trains = False
+        def apply(self, model): return model
+        def fit(self, model, tokenizer, splits, batch_size=256): seen.update(splits)
+    try:
+        over = {'TRAINER.NAME': 'fit_probe', 'DATASET.NUM_SHOTS': 2, 'DATASET.ALSO_TEST': [], 'OUTPUT_DIR': str(tmp_path/'f')}
+        run(load_config(None, over), progress=False, log=lambda *_: None)
+    finally: _REGISTRY.pop('fit_probe')
+    assert 'train' in seen and 'val' in seen and 'test' not in seen
