@@ -138,10 +138,10 @@ def train(cfg:Config, # a validated config (`load_config`)
     strategy.apply(model)
     trainable, total = count_params(model)
     learn, t0 = None, time.time()
-    strategy.fit(model, tokenizer, {k: v for k, v in splits.items() if k != 'test'}, bs)  # never the test split
     if strategy.trains:
         learn = make_learner(cfg, model, tokenizer, strategy, splits, out/'checkpoints', resume, progress)
         learn.fit()
+    strategy.fit(model, tokenizer, {k: v for k, v in splits.items() if k != 'test'}, bs)  # on the trained model; never the test split
     after = evaluate(model, tokenizer, splits['test'], task, bs, strategy)
     also = {n: dict(before=also_before[n], after=evaluate(model, tokenizer, ds, task_of(ds), bs, strategy)) for n, ds in also.items()}
     metrics = dict(strategy=strategy.name, spec=strategy_spec(strategy), backbone=cfg['MODEL.BACKBONE.NAME'], pretrained=cfg['MODEL.BACKBONE.PRETRAINED'],

@@ -43,6 +43,7 @@ def fit_logreg(x:torch.Tensor, # [N, D] features
                C:float, # inverse regularisation strength (scikit-learn's `C`)
                n_classes:int=None, # number of classes (default: max label + 1)
                max_iter:int=1000, # L-BFGS iterations at most
+               tol:float=1e-4, # stop when every gradient entry is below this (scikit-learn's default `tol`)
               )->tuple: # (weight [n_classes, D], bias [n_classes]), float32
     "Multinomial L2-regularised logistic regression (scikit-learn's objective, lbfgs) in float64 torch."
     if not C > 0: raise ValueError(f"C must be positive, got {C}")
@@ -50,7 +51,7 @@ def fit_logreg(x:torch.Tensor, # [N, D] features
     k = n_classes or int(y.max()) + 1
     W = torch.zeros(k, x.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-12,
+    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
                             history_size=20, line_search_fn='strong_wolfe')
     def closure():
         opt.zero_grad()
@@ -195,6 +196,7 @@ class LinearProbe(HeadOnFeatures):
         C, W, b, tried = search_C(*train, *val, steps=self.steps, n_classes=k)
         return dict(weight=W, bias=b, C=C, tried=len(tried))
 
+# %% ../nbs/51_linear_probe.ipynb #669b2235
 @register_strategy('zs_linear')
 class ZSLinear(HeadOnFeatures):
     "ZS-LP: a linear head initialised from the zero-shot text weights, trained with AdamW on cached features."
@@ -204,13 +206,14 @@ class ZSLinear(HeadOnFeatures):
                  eval_every:int=10, # validation check every this many steps; the best step is kept
                 ):
         self.store_options(steps=steps, lr=lr, weight_decay=weight_decay, eval_every=eval_every)
-        for o in ('steps', 'eval_every'):
-            if getattr(self, o) < (0 if o == 'steps' else 1): raise OptionError(self.name, o, getattr(self, o), f"an integer >= {0 if o == 'steps' else 1}")
+        if steps < 0: raise OptionError(self.name, 'steps', steps, 'an integer >= 0')
+        if eval_every < 1: raise OptionError(self.name, 'eval_every', eval_every, 'an integer >= 1')
     def fit_head(self, model, tokenizer, train, val, dataset):
         W0, b0 = zeroshot_head(model, tokenizer, dataset)
         W, b, step = train_head(W0, b0, *train, self.steps, self.lr, self.weight_decay, *val, self.eval_every)
         return dict(weight=W, bias=b, step=step)
 
+# %% ../nbs/51_linear_probe.ipynb #7dd75dff
 @register_strategy('gda')
 class GDA(HeadOnFeatures):
     "Training-free GDA (Wang et al., ICLR 2024): shared-covariance Gaussian classifier added to zero-shot, α on validation."

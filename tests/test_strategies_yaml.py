@@ -19,6 +19,7 @@ CASES = {
     'coop': {'TRAINER.COOP.N_CTX': 4}, 'cocoop': {}, 'kgcoop': {'TRAINER.KGCOOP.W': 2.0},
     'vpt': {'TRAINER.VPT.DEEP': True}, 'prefix': {'TRAINER.PREFIX.LENGTH': 2},
     'adapter': {'TRAINER.ADAPTER.REDUCTION': 8}, 'lora': {'TRAINER.LORA.RANK': 1}, 'clip_adapter': {'TRAINER.CLIP_ADAPTER.SIDE': 'both'},
+    'tip': {'TRAINER.TIP.AUGMENT_EPOCH': 2}, 'tip_f': {'TRAINER.TIP_F.AUGMENT_EPOCH': 2},
 }
 
 def test_every_registered_strategy_is_covered():
