@@ -183,7 +183,7 @@ def check_task(self:Strategy, task:str, # 'classification' or 'retrieval'
 _REGISTRY = {}  # name -> Strategy subclass
 _state = dict(loaded=False, loading=False)
 STRATEGY_MODULES = ['full', 'frozen_vision', 'frozen_text', 'projection', 'last_n', 'bitfit', 'logit_scale',
-                    'differential_lr', 'abs', 'prompt', 'prefix', 'adapter', 'tip']
+                    'differential_lr', 'abs', 'prompt', 'prefix', 'adapter', 'tip', 'linear_probe']
 
 def _norm_name(name): return str(name).strip().lower().replace('-', '_')
 

@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 
-import clip_strategies.linear_probe  # registers linear_probe, zs_linear, gda (until strategy.STRATEGY_MODULES lists it)
 from clip_strategies.cli import protocol_run, train_main
 
 torch.set_num_threads(1)

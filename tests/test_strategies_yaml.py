@@ -20,6 +20,7 @@ CASES = {
     'vpt': {'TRAINER.VPT.DEEP': True}, 'prefix': {'TRAINER.PREFIX.LENGTH': 2},
     'adapter': {'TRAINER.ADAPTER.REDUCTION': 8}, 'lora': {'TRAINER.LORA.RANK': 1}, 'clip_adapter': {'TRAINER.CLIP_ADAPTER.SIDE': 'both'},
     'tip': {'TRAINER.TIP.AUGMENT_EPOCH': 2}, 'tip_f': {'TRAINER.TIP_F.AUGMENT_EPOCH': 2},
+    'linear_probe': {}, 'zs_linear': {}, 'gda': {},
 }
 
 def test_every_registered_strategy_is_covered():
