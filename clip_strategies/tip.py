@@ -18,8 +18,9 @@ from .strategy import Strategy, StrategyError, OptionError, register_strategy
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'TipAdapter', 'augment_images', 'build_cache', 'search_grid', 'search', 'cache_meta', 'save_cache',
-           'load_cache', 'val_accuracy', 'finetune_keys', 'model_fingerprint', 'Tip', 'TipF']
+__all__ = ['CACHE_FORMAT', 'MERGE_CHECKED', 'TIP_CONFIG_KEYS', 'TipAdapter', 'augment_images', 'build_cache', 'search_grid',
+           'search', 'cache_meta', 'save_cache', 'load_cache', 'slot_cache', 'slot_adapter', 'read_merged',
+           'merge_cache', 'select_classes', 'val_accuracy', 'finetune_keys', 'model_fingerprint', 'Tip', 'TipF']
 
 # %% ../nbs/50_tip.ipynb #f32bbf91
 class TipAdapter(nn.Module):
@@ -164,6 +165,72 @@ def load_cache(path, # a file written by `save_cache`
                               ". Delete it or point the strategy at another cache file.")
     return tensors['keys'], tensors['labels']
 
+# %% ../nbs/50_tip.ipynb #c811a011
+def slot_cache(keys:torch.Tensor, # `[M, D]` normalised per-image keys
+               labels:torch.Tensor, # `[M]` their classes
+               n_classes:int, # classes of the task
+               cache_size:int=100, # slots
+              )->tuple: # (slot keys `[cache_size, D]`, slot values `[cache_size, n_classes]`)
+    "NEW: class prototypes in `cache_size` slots (class c in slot c mod cache_size), values split over a slot's classes."
+    if cache_size < 1: raise ValueError(f"cache_size must be a positive integer, got {cache_size!r}")
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    protos = F.normalize(torch.zeros(n_classes, keys.shape[1]).index_add_(0, labels, keys.float()), dim=-1)
+    present = (torch.bincount(labels, minlength=n_classes) > 0).float()
+    member = F.one_hot(torch.arange(n_classes) % cache_size, cache_size).float().t() * present  # [S, C]
+    return F.normalize(member @ protos, dim=-1), member / member.sum(1, keepdim=True).clamp_min(1)
+
+def slot_adapter(text_weights:torch.Tensor, # `[C, D]` zero-shot class weights
+                 slot_keys:torch.Tensor, slot_values:torch.Tensor, # from `slot_cache`
+                 alpha:float=1.0, beta:float=1.0, # as in `TipAdapter`
+                )->TipAdapter:
+    "A `TipAdapter` whose cache is the slots: the same formula, soft values instead of one-hot labels."
+    if slot_values.shape != (len(slot_keys), len(text_weights)):
+        raise ValueError(f"slot_values must be [{len(slot_keys)}, {len(text_weights)}] (slots × classes), got {list(slot_values.shape)}")
+    a = TipAdapter(text_weights, slot_keys, torch.zeros(len(slot_keys), dtype=torch.long), alpha, beta)
+    a.cache_values = slot_values.float().clone()
+    return a
+
+# %% ../nbs/50_tip.ipynb #bddc75ad
+MERGE_CHECKED = ('backbone', 'feature_dim', 'augment_epoch')
+
+def read_merged(path, # a cache file
+                expected:dict, # `cache_meta` of this run
+               )->tuple: # (keys, labels, class names of the file, its metadata)
+    "Read any cache file built with this backbone, dimension and augmentation (its classes may differ)."
+    if not Path(path).exists():
+        raise FileNotFoundError(f"There is no cache file at {str(path)!r} to merge into or read: run once with NEW_DATASET False to build it")
+    tensors, meta = read_safetensors(path)
+    if meta.get('format') != CACHE_FORMAT:
+        raise ValueError(f"{str(path)!r} is not a Tip-Adapter cache (format {meta.get('format')!r}, expected {CACHE_FORMAT!r})")
+    diff = [f"{k}: cache has {meta.get(k)}, this run needs {expected[k]}" for k in MERGE_CHECKED if meta.get(k) != expected[k]]
+    if diff: raise ValueError(f"The cache {str(path)!r} was built for another setting: " + '; '.join(diff))
+    return tensors['keys'], tensors['labels'], json.loads(meta['classnames']), meta
+
+# %% ../nbs/50_tip.ipynb #d7d5f796
+def merge_cache(path, # the existing cache file (rewritten)
+                keys:torch.Tensor, labels:torch.Tensor, # the new dataset's cache
+                meta:dict, # `cache_meta` of the new dataset
+               )->tuple: # (all keys, all labels, all class names)
+    "NEW_DATASET: append a dataset's cache to the file at `path`, classes matched by name; write it back."
+    old_k, old_l, names, old_meta = read_merged(path, meta)
+    new_names = json.loads(meta['classnames'])
+    names = names + [c for c in new_names if c not in names]
+    k = torch.cat([old_k, keys.float()])
+    l = torch.cat([old_l.long(), torch.tensor([names.index(c) for c in new_names])[torch.as_tensor(labels, dtype=torch.long)]])
+    out = dict(meta, classnames=json.dumps(names), shots=str(int(l.bincount().max())), datasets=str(int(old_meta.get('datasets', 1)) + 1))
+    save_cache(path, k, l, out)
+    return k, l, names
+
+def select_classes(keys:torch.Tensor, labels:torch.Tensor, # a (merged) cache
+                   names:list, # its class names
+                   classnames:list, # the run's classes
+                  )->tuple: # (keys, labels) of the run's classes, labels in the run's order
+    "The keys of a cache that belong to the run's classes, relabelled; every run class must be in the cache."
+    missing = [c for c in classnames if c not in names]
+    if missing: raise ValueError(f"The cache has no keys for the classes {missing}; it holds {names}")
+    to_run = torch.tensor([classnames.index(c) if c in classnames else -1 for c in names])[labels.long()]
+    return keys[to_run >= 0], to_run[to_run >= 0]
+
 # %% ../nbs/50_tip.ipynb #9b459835
 def val_accuracy(adapter:nn.Module, feats:torch.Tensor, labels:torch.Tensor)->float:
     "Top-1 accuracy (percent) of `adapter` on features."
@@ -201,10 +268,16 @@ def model_fingerprint(model:nn.Module)->str:
     return f"{type(model.visual).__name__}:{sum(p.numel() for p in ps)}:{float(sum(p.detach().float().sum() for p in ps)):.6g}"
 
 # %% ../nbs/50_tip.ipynb #bd0a5936
+TIP_CONFIG_KEYS = {'TRAINER.TIP.LOAD_CACHE': 'load_cache', 'TRAINER.TIP.AUGMENT_EPOCH': 'augment_epoch',
+                   'TRAINER.TIP.NEW': 'new', 'TRAINER.TIP.NEW_DATASET': 'new_dataset', 'TRAINER.TIP.CACHE_SIZE': 'cache_size',
+                   'TRAINER.TIP.beta': 'beta', 'TRAINER.TIP.alpha': 'alpha', 'TRAINER.TIP.search_best': 'search_best'}
+
+# %% ../nbs/50_tip.ipynb #8e287266
 @register_strategy('tip')
 class Tip(Strategy):
     "Tip-Adapter: CLIP frozen; a cache of the few-shot features votes next to the zero-shot weights; alpha/beta searched on val."
     trains, tasks = False, ('classification',)
+    config_keys = TIP_CONFIG_KEYS
     def __init__(self, alpha:float=1.0, # weight of the cache term (the start of Tip-F, and the answer without search)
                  beta:float=1.0, # sharpness of the cache affinities
                  augment_epoch:int=10, # augmented passes averaged into each cache key (0: no augmentation)
@@ -213,10 +286,18 @@ class Tip(Strategy):
                  search_step:list[int]=[200, 20], # [beta steps, alpha steps] of the search grid
                  cache:str|None=None, # a .safetensors cache file: read if it exists (checked), else written
                  backbone:str='', # the backbone's name for the cache file (empty: a fingerprint of the image tower)
+                 load_cache:bool=True, # read `cache` when it exists; False: rebuild it and overwrite the file
+                 new:bool=False, # a fixed-size cache: `cache_size` slots of class prototypes instead of one key per image
+                 cache_size:int=100, # slots of the fixed-size cache (`new`)
+                 new_dataset:bool=False, # merge this dataset's features into the existing `cache` file (needs load_cache)
                 ):
         self.store_options(alpha=alpha, beta=beta, augment_epoch=augment_epoch, search_best=search_best, search_scale=search_scale,
-                           search_step=search_step, cache=cache, backbone=backbone)
+                           search_step=search_step, cache=cache, backbone=backbone, load_cache=load_cache, new=new,
+                           cache_size=cache_size, new_dataset=new_dataset)
         if augment_epoch < 0: raise OptionError(self.name, 'augment_epoch', augment_epoch, 'a non-negative integer')
+        if cache_size < 1: raise OptionError(self.name, 'cache_size', cache_size, 'a positive integer')
+        if new_dataset and not (load_cache and cache):
+            raise OptionError(self.name, 'new_dataset', new_dataset, 'False unless load_cache is True and `cache` names the cache file to merge into')
         for opt, allowed in (('search_scale', 'two numbers [beta scale, alpha scale], each above 0.1 (the grid starts there)'),
                              ('search_step', 'two positive integers [beta steps, alpha steps]')):
             v = getattr(self, opt)
@@ -228,7 +309,7 @@ class Tip(Strategy):
         "Freeze CLIP: Tip learns nothing inside the model."
         return freeze(model)
 
-# %% ../nbs/50_tip.ipynb #8e287266
+# %% ../nbs/50_tip.ipynb #aa3bcd17
 def _labels_of(dataset)->torch.Tensor:
     "Class ids of a dataset's items (its `labels` when it has them)."
     y = getattr(dataset, 'labels', None)
@@ -239,10 +320,19 @@ def cached(self:Tip, model:nn.Module, # the frozen CLIP
            dataset, # the few-shot training split
            dim:int, # the feature dimension
           )->tuple: # (keys, labels, augmented passes or None when read from a file)
-    "The cache: read from `self.cache` when that file exists (checked against this run), else built (and written there)."
-    meta = cache_meta(self.backbone or model_fingerprint(model), dataset_attr(dataset, 'classnames'),
-                      int(_labels_of(dataset).bincount().max()), self.augment_epoch, dim)
-    if self.cache and Path(self.cache).exists(): return *load_cache(self.cache, meta), None
+    "The cache: read from `self.cache` when it exists and `load_cache`, else built (and written there); NEW_DATASET merges."
+    names = list(dataset_attr(dataset, 'classnames'))
+    meta = cache_meta(self.backbone or model_fingerprint(model), names, int(_labels_of(dataset).bincount().max()), self.augment_epoch, dim)
+    exists = bool(self.cache) and Path(self.cache).exists()
+    if self.new_dataset:
+        if not exists: raise StrategyError(f"Strategy {self.name!r}: NEW_DATASET merges into an existing cache, and there is no "
+                                           f"cache file at {self.cache!r}: build it first with new_dataset=False")
+        keys, labels, _ = build_cache(model, dataset, self.augment_epoch)
+        return *select_classes(*merge_cache(self.cache, keys, labels, meta), names), None
+    if exists and self.load_cache:
+        k, l, file_names, file_meta = read_merged(self.cache, meta)
+        if int(file_meta.get('datasets', 1)) > 1: return *select_classes(k, l, file_names, names), None
+        return *load_cache(self.cache, meta), None
     keys, labels, passes = build_cache(model, dataset, self.augment_epoch)
     if self.cache: save_cache(self.cache, keys, labels, meta)
     return keys, labels, passes
@@ -260,7 +350,8 @@ def fit(self:Tip, model:nn.Module, tokenizer, # the frozen CLIP and its tokenize
                             f"or set search_best=False")
     w = class_text_features(model, tokenizer, dataset_attr(train, 'classnames'), dataset_attr(train, 'templates'))
     keys, labels, passes = self.cached(model, train, w.shape[1])
-    self.adapter = TipAdapter(w, keys, labels, self.alpha, self.beta)
+    self.adapter = (slot_adapter(w, *slot_cache(keys, labels, len(w), self.cache_size), self.alpha, self.beta) if self.new
+                    else TipAdapter(w, keys, labels, self.alpha, self.beta))
     vf, vl = image_features(model, DataLoader(val, batch_size=batch_size)) if val is not None and len(val) else (None, None)
     self._finetune(passes, labels, vf, vl)
     if self.search_best: self.found = {k: v for k, v in search(self.adapter, vf, vl, self.search_scale, self.search_step).items() if k != 'grid'}
@@ -285,11 +376,13 @@ class TipF(Tip):
     "Tip-Adapter-F: Tip's cache keys fine-tuned (AdamW, cosine), best validation epoch kept, alpha/beta searched again."
     def __init__(self, alpha:float=1.0, beta:float=1.0, augment_epoch:int=10, search_best:bool=True,
                  search_scale:list[float]=[7., 3.], search_step:list[int]=[200, 20], cache:str|None=None, backbone:str='',
+                 load_cache:bool=True, new:bool=False, cache_size:int=100, new_dataset:bool=False,
                  epochs:int=20, # epochs of key fine-tuning
                  lr:float=1e-3, # AdamW learning rate (eps 1e-4, cosine schedule)
                  batch_size:int=256, # cached features per step
                 ):
-        super().__init__(alpha, beta, augment_epoch, search_best, search_scale, search_step, cache, backbone)
+        super().__init__(alpha, beta, augment_epoch, search_best, search_scale, search_step, cache, backbone,
+                         load_cache, new, cache_size, new_dataset)
         self.store_options(epochs=epochs, lr=lr, batch_size=batch_size)
         if epochs < 1: raise OptionError(self.name, 'epochs', epochs, 'a positive integer')
 

@@ -25,3 +25,27 @@ def test_cli_bad_option(tmp_path, capsys):
     assert train_main(['--config', 'mini', *QUICK, 'TRAINER.NAME', 'tip', 'TRAINER.TIP.SEARCH_SCALE', '[7, 0.05]',
                        'OUTPUT_DIR', str(tmp_path/'bad')]) == 2
     assert 'SEARCH_SCALE = [7, 0.05]: option search_scale' in capsys.readouterr().err
+
+def test_yaml_original_keys_build_options(tmp_path):
+    "Intel's clip_finetune keys (TRAINER.TIP.*, partly lower case) in a YAML file set tip's and tip_f's options."
+    from clip_strategies.config import load_config
+    y = tmp_path/'tip.yaml'
+    y.write_text("TRAINER:\n  NAME: tip_f\n  TIP:\n    LOAD_CACHE: false\n    AUGMENT_EPOCH: 2\n    NEW: true\n    NEW_DATASET: false\n"
+                 "    CACHE_SIZE: 7\n    beta: 3.5\n    alpha: 0.5\n    search_best: false\n")
+    s = load_config(y).build_strategy()
+    assert (s.name, s.load_cache, s.augment_epoch, s.new, s.new_dataset, s.cache_size, s.beta, s.alpha, s.search_best) == \
+           ('tip_f', False, 2, True, False, 7, 3.5, 0.5, False)
+    s = load_config(None, {'TRAINER.NAME': 'tip', 'TRAINER.TIP.CACHE': str(tmp_path/'c.safetensors'), 'TRAINER.TIP.NEW_DATASET': True}).build_strategy()
+    assert s.new_dataset and s.load_cache and s.cache_size == 100
+
+def test_cli_new_dataset_merges(tmp_path, capsys):
+    "NEW_DATASET without a cache file is refused; after a first run it merges a second dataset into the file."
+    from clip_strategies.core import read_safetensors
+    cache = str(tmp_path/'cache.safetensors')
+    common = ['--config', 'mini', *QUICK, 'TRAINER.NAME', 'tip', 'TRAINER.TIP.AUGMENT_EPOCH', '0', 'TRAINER.TIP.CACHE', cache]
+    assert train_main([*common, 'TRAINER.TIP.NEW_DATASET', 'true', 'OUTPUT_DIR', str(tmp_path/'a')]) != 0
+    assert 'no cache file at' in capsys.readouterr().err
+    assert train_main([*common, 'OUTPUT_DIR', str(tmp_path/'b')]) == 0
+    assert train_main([*common, 'DATASET.NAME', 'mini_shapes', 'TRAINER.TIP.NEW_DATASET', 'true', 'OUTPUT_DIR', str(tmp_path/'c')]) == 0
+    t, meta = read_safetensors(cache)
+    assert meta['datasets'] == '2' and len(t['keys']) == 2 * 4 * 8
