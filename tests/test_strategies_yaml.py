@@ -1,5 +1,4 @@
 "Every registered strategy runs from YAML through the CLI's code path, with its options, and trains what it says."
-import json
 import pytest
 import torch
 from clip_strategies.config import load_config
