@@ -20,7 +20,6 @@ from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clip_strategies.models import random_clip, load_clip
-from clip_strategies.callback import Callback
 from clip_strategies.optim import OptFunc
 from clip_strategies.objectives import TextHeadClassification
 from clip_strategies.learner import Learner, dataloaders
@@ -29,21 +28,8 @@ from clip_strategies.feature_cache import FeatureCacheCB
 from clip_strategies.strategy import get_strategy
 from clip_strategies.core import count_params
 import clip_strategies.prompt  # registers coop
-
-
-class CacheTimer(Callback):
-    "Time spent in the feature cache's `before_fit` (encoding the dataset once)."
-    order = -31  # just before FeatureCacheCB (order -30)
-    def before_fit(self, learn): self.t0 = time.perf_counter()
-    def before_epoch(self, learn):
-        if not hasattr(self, 'build'): self.build = time.perf_counter() - self.t0
-
-
-class EpochTimer(Callback):
-    "Wall time of each training phase."
-    def before_fit(self, learn): self.times = []
-    def before_train(self, learn): self.t0 = time.perf_counter()
-    def after_train(self, learn): self.times.append(time.perf_counter() - self.t0)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_feature_cache import CacheTimer, EpochTimer  # the same timers as the feature-cache bench
 
 
 def run(model0, n_ctx, ds, classnames, epochs, cache):

@@ -205,6 +205,7 @@ def _default_notes(cfg:Config, run)->list:
             f"(not the general default {SCHEMA[key].default!r})" for key, opt in run.config_keys.items()
             if key in SCHEMA and key not in cfg.given | set(cfg.from_recipe) and run.options()[opt] != SCHEMA[key].default]
 
+# %% ../nbs/40_config.ipynb #dadfee5a
 @patch
 def strategy_spec(self:Config)->dict:
     "`parts` (for `get_strategy`), `name` and `options` (of a single strategy), `keys` (option -> config key), `notes`."

@@ -139,6 +139,7 @@ def adamw_recipe(lr:float, # peak learning rate
     return {'OPTIM.NAME': 'adamw', 'OPTIM.LR': lr, 'OPTIM.WEIGHT_DECAY': weight_decay, 'OPTIM.MAX_EPOCH': epochs,
             'OPTIM.LR_SCHEDULER': 'cosine', 'OPTIM.WARMUP_EPOCH': warmup_epochs, 'OPTIM.WARMUP_TYPE': 'linear'}
 
+# %% ../nbs/14_strategy.ipynb #2c2edf6b
 @patch
 def prompt_templates(self:Strategy, templates:list, # the dataset's prompt templates
                     )->list:

@@ -166,13 +166,10 @@ def test_lora_from_the_cli_with_its_recipe_writes_a_learned_part_that_loads(tmp_
     with pytest.raises(StrategyError, match="learned on backbone 'mini'; it cannot load onto 'ViT-B-32'"):
         load_learned(load_clip('mini', device='cpu')[0], out/'learned.safetensors', 'ViT-B-32')
 
-def test_lora_with_coop_from_yaml_uses_loras_recipe(tmp_path, capsys):
+def test_lora_with_coop_from_yaml_uses_loras_recipe(tmp_path, train_yaml):
     "A YAML list `[lora, coop]`: both train, the first part's recipe wins where both set a key, one learned file."
-    cfg_file = tmp_path/'combo.yaml'
-    cfg_file.write_text("TRAINER:\n  NAME: [lora, coop]\n  LORA:\n    RANK: 1\n  COOP:\n    N_CTX: 2\n"
+    out, _ = train_yaml("TRAINER:\n  NAME: [lora, coop]\n  LORA:\n    RANK: 1\n  COOP:\n    N_CTX: 2\n"
                         "OPTIM:\n  MAX_EPOCH: 1\nDATASET:\n  NUM_SHOTS: 1\n  ALSO_TEST: []\n")
-    out = tmp_path/'out'
-    assert train_main(['--config', str(cfg_file), '--no-progress', 'OUTPUT_DIR', str(out)]) == 0, capsys.readouterr().err
     from clip_strategies.config import load_config
     from clip_strategies.adapter import LoRA
     written = load_config(out/'config.yaml', {'OUTPUT_DIR': str(tmp_path/'again')})

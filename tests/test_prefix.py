@@ -74,13 +74,9 @@ def test_prefix_retrieval_on_mini_captions(tmp_path):
     load_learned(fresh, out/'learned.safetensors', 'mini')
     assert_close(outputs(fresh), outputs(trained(out)[0]))
 
-def test_prefix_in_a_yaml_combination(tmp_path):
-    cfg_file = tmp_path/'combo.yaml'
-    cfg_file.write_text("TRAINER:\n  NAME: [prefix, projection]\n  PREFIX:\n    LENGTH: 4\n    TOWERS: vision\n"
+def test_prefix_in_a_yaml_combination(train_yaml):
+    out, m = train_yaml("TRAINER:\n  NAME: [prefix, projection]\n  PREFIX:\n    LENGTH: 4\n    TOWERS: vision\n"
                         "MODEL:\n  BACKBONE:\n    NAME: mini\nDATASET:\n  NUM_SHOTS: 2\n  ALSO_TEST: []\nOPTIM:\n  MAX_EPOCH: 1\n")
-    out = tmp_path/'out'
-    assert train_main(['--config', str(cfg_file), '--no-progress', 'OUTPUT_DIR', str(out)]) == 0
-    m = json.loads((out/'metrics.json').read_text())
     model, _ = trained(out)
     expected = get_strategy([{'name': 'prefix', 'length': 4, 'towers': 'vision'}, 'projection']).apply(load_clip('mini')[0])
     assert m['trainable_params'] == count_params(expected)[0]
@@ -91,13 +87,9 @@ def test_prefix_in_a_yaml_combination(tmp_path):
     load_learned(fresh, out/'learned.safetensors', 'mini')  # the prefixes alone (projection adds no tensors)
     torch.testing.assert_close(fresh.visual.transformer.prefix_encoder.input, model.visual.transformer.prefix_encoder.input)
 
-def test_differential_lr_over_prefix_from_yaml(tmp_path):
-    cfg_file = tmp_path/'dlr.yaml'
-    cfg_file.write_text("TRAINER:\n  NAME: differential_lr\n  DIFFERENTIAL_LR:\n    BASE: prefix\n    NEW_MULT: 0.5\n"
+def test_differential_lr_over_prefix_from_yaml(tmp_path, train_yaml):
+    out, m = train_yaml("TRAINER:\n  NAME: differential_lr\n  DIFFERENTIAL_LR:\n    BASE: prefix\n    NEW_MULT: 0.5\n"
                         "  PREFIX:\n    LENGTH: 3\nDATASET:\n  NUM_SHOTS: 2\n  ALSO_TEST: []\nOPTIM:\n  MAX_EPOCH: 1\n")
-    out = tmp_path/'out'
-    assert train_main(['--config', str(cfg_file), '--no-progress', 'OUTPUT_DIR', str(out)]) == 0
-    m = json.loads((out/'metrics.json').read_text())
     s = get_strategy(m['spec'])
     model = s.apply(load_clip('mini')[0])
     assert m['trainable_params'] == count_params(model)[0] == sum(p.numel() for n, p in model.named_parameters() if 'prefix' in n)

@@ -1,5 +1,4 @@
 "Every registered strategy runs from YAML through the CLI's code path, with its options, and trains what it says."
-import json
 import pytest
 import torch
 from clip_strategies.config import load_config
@@ -38,12 +37,9 @@ def test_strategy_runs_from_yaml(tmp_path, name):
     assert (tmp_path/name/'model.safetensors').is_file()
     assert (tmp_path/name/'learned.safetensors').is_file() == bool(getattr(model, 'added_parameters', None))
 
-def test_abs_switch_on_full_from_yaml(tmp_path):
-    cfg_file = tmp_path/'abs.yaml'
-    cfg_file.write_text("TRAINER:\n  NAME: full\nMODEL:\n  ABS: true\n  ABS_KEEP: 1\n  ABS_GROUP_NAME: [q_proj, k_proj, v_proj]\n"
-                        "OPTIM:\n  WARMUP_EPOCH: 1\n  MAX_EPOCH: 2\nDATASET:\n  NUM_SHOTS: 2\n")
-    assert train_main(['--config', str(cfg_file), '--no-progress', 'OUTPUT_DIR', str(tmp_path/'out')]) == 0
-    m = json.loads((tmp_path/'out'/'metrics.json').read_text())
+def test_abs_switch_on_full_from_yaml(train_yaml):
+    _, m = train_yaml("TRAINER:\n  NAME: full\nMODEL:\n  ABS: true\n  ABS_KEEP: 1\n  ABS_GROUP_NAME: [q_proj, k_proj, v_proj]\n"
+                      "OPTIM:\n  WARMUP_EPOCH: 1\n  MAX_EPOCH: 2\nDATASET:\n  NUM_SHOTS: 2\n")
     assert m['strategy'] == 'abs'
 
 def test_bad_strategy_option_from_yaml_is_named(tmp_path, capsys):
@@ -86,11 +82,8 @@ def test_print_freq_sets_how_often_the_terminal_logs(tmp_path, capsys):
 def _learned_outputs(model, tokens, images):
     with torch.no_grad(): return torch.cat([model.encode_image(images), model.encode_text(tokens)])
 
-def test_combination_from_yaml_trains_each_part_and_saves_the_learned_part(tmp_path):
-    cfg_file = tmp_path/'combo.yaml'
-    cfg_file.write_text("TRAINER:\n  NAME: [lora, coop]\n  COOP:\n    N_CTX: 4\nOPTIM:\n  MAX_EPOCH: 1\nDATASET:\n  NUM_SHOTS: 2\n  ALSO_TEST: []\n")
-    assert train_main(['--config', str(cfg_file), '--no-progress', 'OUTPUT_DIR', str(tmp_path/'out')]) == 0
-    m = json.loads((tmp_path/'out'/'metrics.json').read_text())
+def test_combination_from_yaml_trains_each_part_and_saves_the_learned_part(train_yaml):
+    out, m = train_yaml("TRAINER:\n  NAME: [lora, coop]\n  COOP:\n    N_CTX: 4\nOPTIM:\n  MAX_EPOCH: 1\nDATASET:\n  NUM_SHOTS: 2\n  ALSO_TEST: []\n")
     assert m['strategy'] == 'lora+coop' and [p['name'] for p in m['spec']] == ['lora', 'coop']
     strategy = get_strategy(['lora', {'name': 'coop', 'n_ctx': 4}])
     model = strategy.apply(load_clip('mini', device='cpu')[0])
@@ -99,7 +92,7 @@ def test_combination_from_yaml_trains_each_part_and_saves_the_learned_part(tmp_p
     assert m['trainable_params'] == count_params(model)[0]
     tokens, images = model.tokenizer(['a photo of a circle.']), torch.randn(2, 3, 32, 32)
     before = _learned_outputs(model, tokens, images)
-    load_learned(model, tmp_path/'out'/'learned.safetensors', 'mini')
+    load_learned(model, out/'learned.safetensors', 'mini')
     assert not torch.allclose(before, _learned_outputs(model, tokens, images))  # the trained additions arrived
 
 def test_overlapping_combination_is_refused_before_anything_runs(tmp_path, capsys):
