@@ -7,8 +7,10 @@ weights (normalised, D=512, a 16-shot x 10-class cache), for each validation siz
 - `loop (released)`: the released code's nested loop: for every (beta, alpha) it recomputes the affinities `f·Kᵀ`, the
   cache logits `exp(-beta(1 - f·Kᵀ))·L` and the zero-shot logits `100·f·Wᵀ`, then the accuracy;
 - `loop (hoisted)`: the same loop with `f·Kᵀ` and `100·f·Wᵀ` computed once outside it (a stronger baseline);
-- `search`: the library's vectorised search (its default block of 2**24 elements), and the same with `--chunk` (2**20:
-  blocks that stay in the CPU cache; the pair found is the same, the time shows what the block size costs).
+- `search`: the library's vectorised search (affinities once; per block of beta values the cache logits `[B, N, C]`; every
+  alpha at once from each image's interval of winning alphas, see `alpha_bounds`), with its default block of 2**20
+  affinity elements, and the same with `--chunk` (another block size; the pair found is the same, the time shows what the
+  block size costs).
 
 Printed: each one's best time over `--repeat` runs, the speed ratios, and whether the best pair (the first strict maximum in
 the released loop order, beta outer, alpha inner) is identical. Features are noisy copies of random class prototypes, so
@@ -77,7 +79,7 @@ def main():
     ap.add_argument('--scale', type=float, nargs=2, default=[7., 3.], help="beta scale, alpha scale")
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--repeat', type=int, default=3)
-    ap.add_argument('--chunk', type=int, default=2**20, help="the smaller block (elements) tried beside search's default")
+    ap.add_argument('--chunk', type=int, default=2**23, help="another block size (affinity elements) tried beside search's default")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     betas, alphas = search_grid(args.scale, args.steps)

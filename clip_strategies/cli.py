@@ -166,7 +166,7 @@ def run(cfg:Config, # a validated config (`load_config`)
         cfg.dump(out/'config.yaml')
         save_safetensors(res['model'].state_dict(), out/'model.safetensors', metadata=dict(backbone=cfg['MODEL.BACKBONE.NAME'], strategy=m['strategy']))
         atomic_write(out/'metrics.json', json.dumps(m, indent=2))
-        if res['strategy'].learned_names(res['model']):  # what the strategy added, alone: a small file for `load_learned`
+        if res['strategy'].learned_names(res['model']) or res['strategy'].fitted_state():  # what it added or fitted, alone: for `load_learned`
             save_learned(res['strategy'], res['model'], out/'learned.safetensors', cfg['MODEL.BACKBONE.NAME'])
         log(f"{m['strategy']} on {cfg['DATASET.NAME']}: before {headline(m['before'], m['task'])} -> after {headline(m, m['task'])}")
     if res['learner'] is not None: res['learner'].accelerator.wait_for_everyone()

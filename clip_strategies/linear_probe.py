@@ -182,6 +182,18 @@ def evaluate(self:HeadOnFeatures, model:nn.Module, tokenizer, dataset, # what to
     x, y = split_features(model, dataset, batch_size)
     return classification_metrics(x @ self.head['weight'].T + self.head['bias'], y)
 
+# %% ../nbs/51_linear_probe.ipynb #85a2ee61
+@patch
+def fitted_state(self:HeadOnFeatures)->dict:
+    "The fitted head: weight and bias tensors, class names and what the fit chose (nothing before `fit`)."
+    return dict(self.head or {})
+
+@patch
+def load_fitted_state(self:HeadOnFeatures, state:dict, # what `fitted_state` returned
+                     ):
+    "Put a fitted head back."
+    self.head = dict(state) or None
+
 # %% ../nbs/51_linear_probe.ipynb #36e678c5
 @register_strategy('linear_probe')
 class LinearProbe(HeadOnFeatures):

@@ -18,9 +18,10 @@ from .strategy import Strategy, StrategyError, OptionError, register_strategy
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'MERGE_CHECKED', 'TIP_CONFIG_KEYS', 'TipAdapter', 'augment_images', 'build_cache', 'search_grid',
-           'search', 'cache_meta', 'save_cache', 'load_cache', 'slot_cache', 'slot_adapter', 'read_merged',
-           'merge_cache', 'select_classes', 'val_accuracy', 'finetune_keys', 'model_fingerprint', 'Tip', 'TipF']
+__all__ = ['CACHE_FORMAT', 'MERGE_CHECKED', 'TIP_CONFIG_KEYS', 'SEARCH_SCALES', 'TipAdapter', 'augment_images', 'build_cache',
+           'search_grid', 'alpha_bounds', 'search', 'cache_meta', 'save_cache', 'load_cache', 'slot_cache',
+           'slot_adapter', 'read_merged', 'merge_cache', 'select_classes', 'val_accuracy', 'finetune_keys',
+           'model_fingerprint', 'search_scale_for', 'Tip', 'TipF']
 
 # %% ../nbs/50_tip.ipynb #f32bbf91
 class TipAdapter(nn.Module):
@@ -58,20 +59,17 @@ def augment_images(x:torch.Tensor, # `[N, 3, H, W]` image tensors
                    scale:tuple=(0.5, 1.0), # area kept by the random crop
                    generator:torch.Generator|None=None, # the source of randomness
                   )->torch.Tensor:
-    "Per image: a random resized crop (same size back, aspect 3/4–4/3) and a horizontal flip half the time."
+    "Per image: a random resized crop (same size back, aspect 3/4–4/3) and a horizontal flip half the time, in one batch."
     n, _, h, w = x.shape
-    out = torch.empty_like(x)
-    r = torch.rand(n, 4, generator=generator)
-    for i in range(n):
-        area = h * w * (scale[0] + (scale[1] - scale[0]) * r[i, 0].item())
-        ratio = math.exp(math.log(3/4) + (math.log(4/3) - math.log(3/4)) * r[i, 1].item())
-        ch, cw = min(h, max(1, round(math.sqrt(area / ratio)))), min(w, max(1, round(math.sqrt(area * ratio))))
-        top, left = int(r[i, 2].item() * (h - ch + 1)), int(r[i, 3].item() * (w - cw + 1))
-        crop = x[i:i+1, :, top:top+ch, left:left+cw]
-        out[i] = F.interpolate(crop, size=(h, w), mode='bilinear', align_corners=False)[0]
-    flip = torch.rand(n, generator=generator) < 0.5
-    out[flip] = out[flip].flip(-1)
-    return out
+    r = torch.rand(n, 5, generator=generator, dtype=torch.float64)
+    area = scale[0] + (scale[1] - scale[0]) * r[:, 0]  # share of the image the crop keeps
+    ratio = torch.exp(math.log(3/4) + math.log(16/9) * r[:, 1])  # the crop's width / height
+    sx, sy = (area * ratio * h / w).sqrt().clamp(max=1), (area / ratio * w / h).sqrt().clamp(max=1)  # its sides, as shares
+    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0] = sx * torch.where(r[:, 4] < 0.5, -1., 1.)  # a negative scale mirrors the crop
+    theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = sy, (2 * r[:, 2] - 1) * (1 - sx), (2 * r[:, 3] - 1) * (1 - sy)
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=False)
 
 # %% ../nbs/50_tip.ipynb #4e1206e2
 def build_cache(model:nn.Module, # a CLIP model (`encode_image`)
@@ -107,12 +105,27 @@ def search_grid(scale:list=(7., 3.), # [beta scale, alpha scale]: the largest va
     return tuple(torch.arange(int(n), dtype=torch.float64) * (s - 0.1) / int(n) + 0.1 for s, n in zip(scale, steps))
 
 # %% ../nbs/50_tip.ipynb #4e7f7114
+def alpha_bounds(zs:torch.Tensor, # `[N, C]` zero-shot logits
+                 cache:torch.Tensor, # `[B, N, C]` cache logits, one row block per beta
+                 labels:torch.Tensor, # `[N]` classes
+                )->tuple: # (lo, hi), each `[B, N]`: the image is right for `lo < alpha < hi`
+    "Per beta and image, the open interval of alpha where the image's own class has the largest logit."
+    idx = labels.view(1, -1, 1).expand(cache.shape[0], -1, 1)
+    d = (cache.gather(-1, idx) - cache).double()  # how much more cache vote the own class gets than each class
+    e = (zs - zs.gather(-1, labels[:, None])).double().expand_as(d)  # how far each class is ahead in zero-shot
+    edge = e / d.where(d != 0, torch.ones_like(d))  # alpha where own class and class c tie
+    inf = torch.tensor(float('inf'), dtype=torch.float64)
+    lo = torch.where(d > 0, edge, -inf).amax(-1)
+    hi = torch.where(d < 0, edge, inf).amin(-1)
+    return lo, hi.masked_fill(((d == 0) & (e > 0)).any(-1), -inf)  # ahead in zero-shot and tied in the cache: never
+
+# %% ../nbs/50_tip.ipynb #ba0a0f09
 def search(adapter:TipAdapter, # the adapter to tune (its alpha and beta are set to the best pair)
            feats:torch.Tensor, # `[N, D]` normalised validation features (never the test split's)
            labels:torch.Tensor, # `[N]` their classes
            scale:list=(7., 3.), # [beta scale, alpha scale]
            steps:list=(200, 20), # [beta steps, alpha steps]
-           chunk:int=2**24, # most elements of one `[B, A, N, C]` block
+           chunk:int=2**20, # most elements of one `[B, N, M]` block of affinities
           )->dict: # best `alpha`, `beta`, validation `accuracy` (percent), and the whole `grid` `[B, A]` of accuracies
     "Grid-search alpha and beta on validation features, vectorised; the first strict maximum in the released loop order."
     if len(feats) == 0: raise ValueError("search needs validation features: the validation split is empty")
@@ -120,14 +133,11 @@ def search(adapter:TipAdapter, # the adapter to tune (its alpha and beta are set
     labels = torch.as_tensor(labels, dtype=torch.long)
     with torch.no_grad():
         zs, aff = 100. * feats @ adapter.text_weights.t(), adapter.affinity(feats)
-        n, c = zs.shape
-        per = max(1, chunk // (len(alphas) * n * c))
-        correct = []
-        for b in betas.float().split(per):
-            cache = torch.exp(-b[:, None, None] * (1 - aff)) @ adapter.cache_values  # [B, N, C]
-            logits = zs + alphas.float()[None, :, None, None] * cache[:, None]  # [B, A, N, C]
-            correct.append((logits.argmax(-1) == labels).sum(-1))
-        grid = torch.cat(correct).float() * 100 / n
+        a, correct = alphas.float().double()[None, :, None], []
+        for b in betas.float().split(max(1, chunk // aff.numel())):
+            lo, hi = alpha_bounds(zs, torch.exp(-b[:, None, None] * (1 - aff)) @ adapter.cache_values, labels)
+            correct.append(((a > lo[:, None]) & (a < hi[:, None])).sum(-1))  # [B, A]
+        grid = torch.cat(correct).float() * 100 / len(feats)
     i = int(grid.flatten().argmax())
     adapter.beta, adapter.alpha = float(betas[i // len(alphas)]), float(alphas[i % len(alphas)])
     return dict(alpha=adapter.alpha, beta=adapter.beta, accuracy=float(grid.flatten()[i]), grid=grid)
@@ -273,6 +283,15 @@ TIP_CONFIG_KEYS = {'TRAINER.TIP.LOAD_CACHE': 'load_cache', 'TRAINER.TIP.AUGMENT_
                    'TRAINER.TIP.beta': 'beta', 'TRAINER.TIP.alpha': 'alpha', 'TRAINER.TIP.search_best': 'search_best'}
 
 # %% ../nbs/50_tip.ipynb #8e287266
+SEARCH_SCALES = {'imagenet': [7., 3.], 'oxford_pets': [7., 3.], 'ucf101': [7., 3.], 'flowers102': [50., 50.],
+                 'fgvc_aircraft': [30., 30.], 'stanford_cars': [20., 10.], 'eurosat': [12., 10.],
+                 'mini_shift': [50., 100.], 'mini_shapes': [50., 100.]}
+
+def search_scale_for(dataset)->list:
+    "The [beta scale, alpha scale] of the search on `dataset`: the released range for its name, else ImageNet's."
+    return list(SEARCH_SCALES.get(str(dataset_attr(dataset, 'name') or '').lower(), SEARCH_SCALES['imagenet']))
+
+# %% ../nbs/50_tip.ipynb #8559da72
 @register_strategy('tip')
 class Tip(Strategy):
     "Tip-Adapter: CLIP frozen; a cache of the few-shot features votes next to the zero-shot weights; alpha/beta searched on val."
@@ -282,7 +301,7 @@ class Tip(Strategy):
                  beta:float=1.0, # sharpness of the cache affinities
                  augment_epoch:int=10, # augmented passes averaged into each cache key (0: no augmentation)
                  search_best:bool=True, # search alpha/beta on the validation split
-                 search_scale:list[float]=[7., 3.], # [beta scale, alpha scale] of the search grid
+                 search_scale:list[float]|None=None, # [beta scale, alpha scale] of the search grid (None: the dataset's, `SEARCH_SCALES`)
                  search_step:list[int]=[200, 20], # [beta steps, alpha steps] of the search grid
                  cache:str|None=None, # a .safetensors cache file: read if it exists (checked), else written
                  backbone:str='', # the backbone's name for the cache file (empty: a fingerprint of the image tower)
@@ -301,9 +320,10 @@ class Tip(Strategy):
         for opt, allowed in (('search_scale', 'two numbers [beta scale, alpha scale], each above 0.1 (the grid starts there)'),
                              ('search_step', 'two positive integers [beta steps, alpha steps]')):
             v = getattr(self, opt)
+            if v is None and opt == 'search_scale': continue
             ok = len(v) == 2 and all((x > 0.1) if opt == 'search_scale' else (x >= 1 and int(x) == x) for x in v)
             if not ok: raise OptionError(self.name, opt, v, allowed)
-        self.adapter, self.found = None, None
+        self.adapter, self.found, self.classnames = None, None, None
 
     def apply(self, model:nn.Module)->nn.Module:
         "Freeze CLIP: Tip learns nothing inside the model."
@@ -321,9 +341,10 @@ def cached(self:Tip, model:nn.Module, # the frozen CLIP
            dim:int, # the feature dimension
           )->tuple: # (keys, labels, augmented passes or None when read from a file)
     "The cache: read from `self.cache` when it exists and `load_cache`, else built (and written there); NEW_DATASET merges."
+    if not self.cache: return build_cache(model, dataset, self.augment_epoch)  # no file: nothing to check or write
     names = list(dataset_attr(dataset, 'classnames'))
     meta = cache_meta(self.backbone or model_fingerprint(model), names, int(_labels_of(dataset).bincount().max()), self.augment_epoch, dim)
-    exists = bool(self.cache) and Path(self.cache).exists()
+    exists = Path(self.cache).exists()
     if self.new_dataset:
         if not exists: raise StrategyError(f"Strategy {self.name!r}: NEW_DATASET merges into an existing cache, and there is no "
                                            f"cache file at {self.cache!r}: build it first with new_dataset=False")
@@ -334,7 +355,7 @@ def cached(self:Tip, model:nn.Module, # the frozen CLIP
         if int(file_meta.get('datasets', 1)) > 1: return *select_classes(k, l, file_names, names), None
         return *load_cache(self.cache, meta), None
     keys, labels, passes = build_cache(model, dataset, self.augment_epoch)
-    if self.cache: save_cache(self.cache, keys, labels, meta)
+    save_cache(self.cache, keys, labels, meta)
     return keys, labels, passes
 
 # %% ../nbs/50_tip.ipynb #899289b4
@@ -350,11 +371,13 @@ def fit(self:Tip, model:nn.Module, tokenizer, # the frozen CLIP and its tokenize
                             f"or set search_best=False")
     w = class_text_features(model, tokenizer, dataset_attr(train, 'classnames'), dataset_attr(train, 'templates'))
     keys, labels, passes = self.cached(model, train, w.shape[1])
+    self.classnames = list(dataset_attr(train, 'classnames'))
     self.adapter = (slot_adapter(w, *slot_cache(keys, labels, len(w), self.cache_size), self.alpha, self.beta) if self.new
                     else TipAdapter(w, keys, labels, self.alpha, self.beta))
     vf, vl = image_features(model, DataLoader(val, batch_size=batch_size)) if val is not None and len(val) else (None, None)
     self._finetune(passes, labels, vf, vl)
-    if self.search_best: self.found = {k: v for k, v in search(self.adapter, vf, vl, self.search_scale, self.search_step).items() if k != 'grid'}
+    scale = self.search_scale or search_scale_for(train)
+    if self.search_best: self.found = {k: v for k, v in search(self.adapter, vf, vl, scale, self.search_step).items() if k != 'grid'}
     return self.adapter
 
 @patch
@@ -365,17 +388,35 @@ def _finetune(self:Tip, passes, labels, vf, vl): "Tip trains nothing."; return N
 def evaluate(self:Tip, model:nn.Module, tokenizer, dataset, # what to evaluate
               batch_size:int=256, # images per forward pass
              )->dict:
-    "Classification metrics (top1, top5, nll, ece) of the fitted adapter on `dataset`."
+    "Classification metrics (top1, top5, nll, ece) of the fitted adapter on `dataset`; None when its class names differ."
     if self.adapter is None: raise StrategyError(f"Strategy {self.name!r} is not fitted: call fit(model, tokenizer, splits) first")
+    if list(dataset_attr(dataset, 'classnames') or []) != self.classnames: return None  # the cache votes for other classes
     feats, labels = image_features(model, DataLoader(dataset, batch_size=batch_size))
     with torch.no_grad(): return classification_metrics(self.adapter(feats), labels)
 
 # %% ../nbs/50_tip.ipynb #7caea618
+@patch
+def fitted_state(self:Tip)->dict:
+    "The fitted adapter's tensors, alpha, beta, the search's result and the class names (nothing before `fit`)."
+    a = self.adapter
+    if a is None: return {}
+    return dict(text_weights=a.text_weights, cache_keys=a.cache_keys.detach(), cache_values=a.cache_values,
+                alpha=a.alpha, beta=a.beta, found=self.found, classnames=self.classnames)
+
+@patch
+def load_fitted_state(self:Tip, state:dict, # what `fitted_state` returned
+                     ):
+    "Rebuild the fitted adapter from `fitted_state` (an empty state: not fitted)."
+    if not state: self.adapter = None; return
+    self.adapter = slot_adapter(state['text_weights'], state['cache_keys'], state['cache_values'], state['alpha'], state['beta'])
+    self.found, self.classnames = state.get('found'), list(state['classnames'])
+
+# %% ../nbs/50_tip.ipynb #c9ce0d2b
 @register_strategy('tip_f')
 class TipF(Tip):
     "Tip-Adapter-F: Tip's cache keys fine-tuned (AdamW, cosine), best validation epoch kept, alpha/beta searched again."
     def __init__(self, alpha:float=1.0, beta:float=1.0, augment_epoch:int=10, search_best:bool=True,
-                 search_scale:list[float]=[7., 3.], search_step:list[int]=[200, 20], cache:str|None=None, backbone:str='',
+                 search_scale:list[float]|None=None, search_step:list[int]=[200, 20], cache:str|None=None, backbone:str='',
                  load_cache:bool=True, new:bool=False, cache_size:int=100, new_dataset:bool=False,
                  epochs:int=20, # epochs of key fine-tuning
                  lr:float=1e-3, # AdamW learning rate (eps 1e-4, cosine schedule)

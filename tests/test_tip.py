@@ -13,6 +13,14 @@ def test_cli_run_writes_metrics(tmp_path, name, extra):
     m = json.loads((out/'metrics.json').read_text())
     assert m['strategy'] == name and m['trainable_params'] == 0 and m['history'] == []
     assert m['accuracy'] >= m['before']['accuracy'] - 1e-9, (m['accuracy'], m['before']['accuracy'])
+    # the fitted adapter is kept in learned.safetensors: loaded on a fresh model it scores the run's test accuracy
+    from clip_strategies.models import load_clip
+    from clip_strategies.data import get_dataset
+    from clip_strategies.strategy import load_learned
+    model, prep, tok = load_clip('mini')
+    s = load_learned(model, out/'learned.safetensors', 'mini')
+    assert s.name == name and s.found is not None
+    assert s.evaluate(model, tok, get_dataset('mini_shift', split='test', transform=prep))['top1'] == pytest.approx(m['accuracy'], abs=1e-4)
 
 def test_cli_refuses_retrieval(tmp_path, capsys):
     out = tmp_path/'ret'
