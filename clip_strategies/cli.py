@@ -141,6 +141,7 @@ def train(cfg:Config, # a validated config (`load_config`)
     if strategy.trains:
         learn = make_learner(cfg, model, tokenizer, strategy, splits, out/'checkpoints', resume, progress)
         learn.fit()
+    strategy.fit(model, tokenizer, {k: v for k, v in splits.items() if k != 'test'}, bs)  # on the trained model; never the test split
     after = evaluate(model, tokenizer, splits['test'], task, bs, strategy)
     also = {n: dict(before=also_before[n], after=evaluate(model, tokenizer, ds, task_of(ds), bs, strategy)) for n, ds in also.items()}
     metrics = dict(strategy=strategy.name, spec=strategy_spec(strategy), backbone=cfg['MODEL.BACKBONE.NAME'], pretrained=cfg['MODEL.BACKBONE.PRETRAINED'],
@@ -165,7 +166,7 @@ def run(cfg:Config, # a validated config (`load_config`)
         cfg.dump(out/'config.yaml')
         save_safetensors(res['model'].state_dict(), out/'model.safetensors', metadata=dict(backbone=cfg['MODEL.BACKBONE.NAME'], strategy=m['strategy']))
         atomic_write(out/'metrics.json', json.dumps(m, indent=2))
-        if res['strategy'].learned_names(res['model']):  # what the strategy added, alone: a small file for `load_learned`
+        if res['strategy'].learned_names(res['model']) or res['strategy'].fitted_state():  # what it added or fitted, alone: for `load_learned`
             save_learned(res['strategy'], res['model'], out/'learned.safetensors', cfg['MODEL.BACKBONE.NAME'])
         log(f"{m['strategy']} on {cfg['DATASET.NAME']}: before {headline(m['before'], m['task'])} -> after {headline(m, m['task'])}")
     if res['learner'] is not None: res['learner'].accelerator.wait_for_everyone()

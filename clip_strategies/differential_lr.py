@@ -56,13 +56,22 @@ class DifferentialLR(Strategy):
         self.new_names |= ({n for n, _ in model.named_parameters()} - before) | set(self.base_strategy.learned_names(model))
         return model
 
-    # the base answers the rest of the protocol: tasks, prompts, objective, evaluation, the learned part
-    @property
-    def tasks(self): return self.base_strategy.tasks
-    def prompt_templates(self, templates:list)->list: return self.base_strategy.prompt_templates(templates)
-    def objective(self, objective): return self.base_strategy.objective(objective)
-    def evaluate(self, model, tokenizer, dataset, batch_size:int=256): return self.base_strategy.evaluate(model, tokenizer, dataset, batch_size)
-    def learned_names(self, model:nn.Module)->list: return self.base_strategy.learned_names(model)
+# %% ../nbs/27_differential_lr.ipynb #0e438c49
+DifferentialLR.tasks = property(lambda self: self.base_strategy.tasks)
+@patch
+def prompt_templates(self:DifferentialLR, templates:list)->list: return self.base_strategy.prompt_templates(templates)
+@patch
+def objective(self:DifferentialLR, objective): return self.base_strategy.objective(objective)
+@patch
+def evaluate(self:DifferentialLR, model, tokenizer, dataset, batch_size:int=256): return self.base_strategy.evaluate(model, tokenizer, dataset, batch_size)
+@patch
+def fit(self:DifferentialLR, model, tokenizer, splits:dict, batch_size:int=256): return self.base_strategy.fit(model, tokenizer, splits, batch_size)
+@patch
+def learned_names(self:DifferentialLR, model:nn.Module)->list: return self.base_strategy.learned_names(model)
+@patch
+def fitted_state(self:DifferentialLR)->dict: return self.base_strategy.fitted_state()
+@patch
+def load_fitted_state(self:DifferentialLR, state:dict): return self.base_strategy.load_fitted_state(state)
 
 # %% ../nbs/27_differential_lr.ipynb #d0fb259e
 @patch

@@ -7,12 +7,13 @@ from __future__ import annotations
 import importlib, inspect, json, types, typing
 
 # %% auto #0
-__all__ = ['STRATEGY_MODULES', 'LEARNED_FORMAT', 'StrategyError', 'OptionError', 'check_option', 'Strategy', 'Selection',
-           'adamw_recipe', 'register_strategy', 'list_strategies', 'get_strategy_class', 'get_strategy', 'ZeroShot',
-           'base_strategy', 'check_strategy', 'added_parameters', 'Addition', 'strategy_spec', 'save_learned',
-           'load_learned', 'Combined']
+__all__ = ['STRATEGY_MODULES', 'LEARNED_FORMAT', 'FITTED', 'StrategyError', 'OptionError', 'check_option', 'Strategy',
+           'Selection', 'adamw_recipe', 'register_strategy', 'list_strategies', 'get_strategy_class', 'get_strategy',
+           'ZeroShot', 'base_strategy', 'check_strategy', 'added_parameters', 'Addition', 'strategy_spec',
+           'save_learned', 'load_learned', 'Combined']
 
 # %% ../nbs/14_strategy.ipynb #7136875d
+import torch
 from torch import nn
 from fastcore.docments import docments
 from .core import check_name, close_matches, save_safetensors, read_safetensors
@@ -160,9 +161,29 @@ def evaluate(self:Strategy, model:nn.Module, tokenizer, dataset, # what to evalu
     return None
 
 @patch
+def fit(self:Strategy, model:nn.Module, tokenizer, # the adapted model and its tokenizer
+        splits:dict, # `train` and `val` datasets (never `test`), and `task`
+        batch_size:int=256, # images per forward pass when encoding
+       ):
+    "Fit what the strategy learns without back-propagation (a cache, a head on frozen features); default: nothing."
+    return None
+
+# %% ../nbs/14_strategy.ipynb #f413124e
+@patch
 def learned_names(self:Strategy, model:nn.Module)->list:
     "State-dict names of the parameters this strategy added to `model` (default: none)."
     return []
+
+@patch
+def fitted_state(self:Strategy)->dict:
+    "What `fit` produced outside the model (a cache, a head): tensors and JSON values by name (default: nothing)."
+    return {}
+
+@patch
+def load_fitted_state(self:Strategy, state:dict, # what `fitted_state` returned
+                     ):
+    "Put back what `fit` produced, from a `fitted_state` dict (default: there is nothing to put back)."
+    if state: raise StrategyError(f"Strategy {self.name!r} fits nothing outside the model, but got {sorted(state)}")
 
 @patch
 def check_task(self:Strategy, task:str, # 'classification' or 'retrieval'
@@ -176,7 +197,7 @@ def check_task(self:Strategy, task:str, # 'classification' or 'retrieval'
 _REGISTRY = {}  # name -> Strategy subclass
 _state = dict(loaded=False, loading=False)
 STRATEGY_MODULES = ['full', 'frozen_vision', 'frozen_text', 'projection', 'last_n', 'bitfit', 'logit_scale',
-                    'differential_lr', 'abs', 'prompt', 'prefix', 'adapter']
+                    'differential_lr', 'abs', 'prompt', 'prefix', 'adapter', 'tip', 'linear_probe']
 
 def _norm_name(name): return str(name).strip().lower().replace('-', '_')
 
@@ -319,6 +340,7 @@ class Addition(Strategy):
 
 # %% ../nbs/14_strategy.ipynb #447066e8
 LEARNED_FORMAT = 'clip_strategies.learned/1'
+FITTED = 'fitted.'  # prefix of what `fit` produced, in a learned-part file
 
 def strategy_spec(strategy:Strategy)->dict|list:
     "`{'name': ..., **options}` of a configured strategy (a list of them for a combination): what `get_strategy` takes back."
@@ -332,13 +354,15 @@ def save_learned(strategy:Strategy, # the strategy applied to `model`
                  backbone:str, # the backbone's name, e.g. 'ViT-B-16' or 'mini'
                 ):
     "Write the parameters `strategy` added to `model`, with what is needed to load them again; returns the path."
-    names = strategy.learned_names(model)
-    if not names: raise StrategyError(f"Strategy {strategy.name!r} adds no parameters to the model: save the whole "
-                                      f"model's state dict instead")
+    names, fitted = strategy.learned_names(model), strategy.fitted_state()
+    if not names and not fitted: raise StrategyError(f"Strategy {strategy.name!r} adds no parameters to the model and fits "
+                                                     f"nothing outside it: save the whole model's state dict instead")
     sd = model.state_dict()
     meta = dict(format=LEARNED_FORMAT, strategy=json.dumps(strategy_spec(strategy)), backbone=str(backbone),
-                shapes=json.dumps({n: list(sd[n].shape) for n in names}))
-    return save_safetensors({n: sd[n] for n in names}, path, metadata=meta)
+                shapes=json.dumps({n: list(sd[n].shape) for n in names}),
+                fitted=json.dumps({k: v for k, v in fitted.items() if not torch.is_tensor(v)}))
+    tensors = {n: sd[n] for n in names} | {FITTED + k: v.detach().contiguous() for k, v in fitted.items() if torch.is_tensor(v)}
+    return save_safetensors(tensors, path, metadata=meta)
 
 # %% ../nbs/14_strategy.ipynb #013a4149
 def load_learned(model:nn.Module, # a fresh model of the backbone the file was trained on
@@ -354,6 +378,8 @@ def load_learned(model:nn.Module, # a fresh model of the backbone the file was t
         raise StrategyError(f"{str(path)!r} holds {spec} learned on backbone {meta['backbone']!r}; it cannot load onto {backbone!r}")
     strategy = get_strategy(spec)
     strategy.apply(model)
+    fitted = {k[len(FITTED):]: tensors.pop(k) for k in list(tensors) if k.startswith(FITTED)}
+    strategy.load_fitted_state({**json.loads(meta.get('fitted', '{}')), **fitted})
     sd, names = model.state_dict(), strategy.learned_names(model)
     wrong = {n: (list(t.shape), list(sd[n].shape) if n in sd else None) for n, t in tensors.items()
              if n not in names or list(sd[n].shape) != list(t.shape)}
@@ -435,6 +461,20 @@ def objective(self:Combined, objective):
 def evaluate(self:Combined, model, tokenizer, dataset, batch_size:int=256):
     return next((r for p in self.parts if (r := p.evaluate(model, tokenizer, dataset, batch_size)) is not None), None)
 @patch
+def fit(self:Combined, model, tokenizer, splits:dict, batch_size:int=256):
+    for p in self.parts: p.fit(model, tokenizer, splits, batch_size)
+@patch
 def learned_names(self:Combined, model:nn.Module)->list: return [n for p in self.parts for n in p.learned_names(model)]
 @patch
 def get_options(self:Combined)->dict: return dict(parts=[strategy_spec(p) for p in self.parts])
+
+# %% ../nbs/14_strategy.ipynb #da3a4e1f
+@patch
+def fitted_state(self:Combined)->dict:
+    "Each part's fitted state, its names prefixed with the part's position (`0.`, `1.`...)."
+    return {f'{i}.{k}': v for i, p in enumerate(self.parts) for k, v in p.fitted_state().items()}
+
+@patch
+def load_fitted_state(self:Combined, state:dict):
+    "Give each part back its own fitted state."
+    for i, p in enumerate(self.parts): p.load_fitted_state({k.split('.', 1)[1]: v for k, v in state.items() if k.split('.', 1)[0] == str(i)})

@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT/'.ci'/'cache'/'js'  # offline copies of the widget manager the pages load (.ci/run fetches them)
-STRATEGY_PAGES = sorted(p.name for p in (ROOT/'nbs').glob('[23][0-9]_*.ipynb'))
+STRATEGY_PAGES = sorted(p.name for p in (ROOT/'nbs').glob('[235][0-9]_*.ipynb'))
 BADGE = 'colab.research.google.com/github/clip-strategies/clip_strategies/blob/main/nbs/{}'
 
 @pytest.fixture(scope='module')

@@ -18,6 +18,8 @@ CASES = {
     'coop': {'TRAINER.COOP.N_CTX': 4}, 'cocoop': {}, 'kgcoop': {'TRAINER.KGCOOP.W': 2.0},
     'vpt': {'TRAINER.VPT.DEEP': True}, 'prefix': {'TRAINER.PREFIX.LENGTH': 2},
     'adapter': {'TRAINER.ADAPTER.REDUCTION': 8}, 'lora': {'TRAINER.LORA.RANK': 1}, 'clip_adapter': {'TRAINER.CLIP_ADAPTER.SIDE': 'both'},
+    'tip': {'TRAINER.TIP.AUGMENT_EPOCH': 2}, 'tip_f': {'TRAINER.TIP_F.AUGMENT_EPOCH': 2},
+    'linear_probe': {}, 'zs_linear': {}, 'gda': {},
 }
 
 def test_every_registered_strategy_is_covered():
@@ -33,7 +35,8 @@ def test_strategy_runs_from_yaml(tmp_path, name):
     expected = count_params(cfg.build_strategy().apply(model))[0]
     assert m['trainable_params'] == expected
     assert (tmp_path/name/'model.safetensors').is_file()
-    assert (tmp_path/name/'learned.safetensors').is_file() == bool(getattr(model, 'added_parameters', None))
+    fits_outside = name in ('tip', 'tip_f', 'linear_probe', 'zs_linear', 'gda')  # a cache or a head: kept in the same file
+    assert (tmp_path/name/'learned.safetensors').is_file() == (bool(getattr(model, 'added_parameters', None)) or fits_outside)
 
 def test_abs_switch_on_full_from_yaml(train_yaml):
     _, m = train_yaml("TRAINER:\n  NAME: full\nMODEL:\n  ABS: true\n  ABS_KEEP: 1\n  ABS_GROUP_NAME: [q_proj, k_proj, v_proj]\n"
@@ -122,3 +125,18 @@ def test_retrieval_is_refused_for_classification_only_strategies(tmp_path, capsy
     assert train_main(args) == 2
     err = capsys.readouterr().err
     assert repr(name) in err and 'classification' in err and 'retrieval' in err, err
+
+def test_fit_hook_sees_train_and_val_but_never_test(tmp_path):
+    from clip_strategies.strategy import Strategy, register_strategy, _REGISTRY
+    seen = {}
+    @register_strategy('fit_probe')
+    class FitProbe(Strategy):
+        "Records what `fit` receives."
+        trains = False
+        def apply(self, model): return model
+        def fit(self, model, tokenizer, splits, batch_size=256): seen.update(splits)
+    try:
+        over = {'TRAINER.NAME': 'fit_probe', 'DATASET.NUM_SHOTS': 2, 'DATASET.ALSO_TEST': [], 'OUTPUT_DIR': str(tmp_path/'f')}
+        run(load_config(None, over), progress=False, log=lambda *_: None)
+    finally: _REGISTRY.pop('fit_probe')
+    assert 'train' in seen and 'val' in seen and 'test' not in seen

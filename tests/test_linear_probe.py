@@ -1,0 +1,31 @@
+"""Head-only strategies (linear_probe, zs_linear, gda) through the command line and YAML: options, no test leakage,
+retrieval refused, zs_linear with 0 steps is zero-shot."""
+import json
+
+import pytest
+import torch
+
+from clip_strategies.cli import protocol_run, train_main
+
+torch.set_num_threads(1)
+
+def test_zs_linear_with_no_steps_is_zero_shot():
+    m = protocol_run('zs_linear', {'TRAINER.ZS_LINEAR.STEPS': 0, 'DATASET.ALSO_TEST': []})['metrics']
+    assert m['accuracy'] == pytest.approx(m['before']['accuracy'], abs=1e-6)
+    assert m['nll'] == pytest.approx(m['before']['nll'], abs=1e-4)
+
+@pytest.mark.parametrize('name', ['linear_probe', 'gda'])
+def test_from_the_command_line(tmp_path, capsys, name):
+    out = tmp_path/'run'
+    assert train_main(['--config', 'mini', '--no-progress', 'TRAINER.NAME', name, 'OUTPUT_DIR', str(out),
+                       'DATASET.ALSO_TEST', '[]']) == 0, capsys.readouterr().err
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['strategy'] == name and m['trainable_params'] == 0 and m['accuracy'] > m['before']['accuracy']
+
+def test_bad_option_and_retrieval_are_refused(tmp_path, capsys):
+    assert train_main(['--config', 'mini', 'TRAINER.NAME', 'gda', 'TRAINER.GDA.SHRINKAGE', '-1',
+                       'OUTPUT_DIR', str(tmp_path/'bad')]) == 2
+    assert 'shrinkage' in capsys.readouterr().err.lower()
+    assert train_main(['--config', 'mini', 'TRAINER.NAME', 'linear_probe', 'DATASET.NAME', 'mini_captions',
+                       'DATASET.ALSO_TEST', '[]', 'OUTPUT_DIR', str(tmp_path/'retr')]) != 0
+    assert 'classification' in capsys.readouterr().err
