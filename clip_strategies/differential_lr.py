@@ -58,6 +58,7 @@ class DifferentialLR(Strategy):
 
 # %% ../nbs/27_differential_lr.ipynb #0e438c49
 DifferentialLR.tasks = property(lambda self: self.base_strategy.tasks)
+DifferentialLR.names_new_classes = property(lambda self: self.base_strategy.names_new_classes)
 @patch
 def prompt_templates(self:DifferentialLR, templates:list)->list: return self.base_strategy.prompt_templates(templates)
 @patch

@@ -148,7 +148,7 @@ def blend_search(W0:torch.Tensor, b0:torch.Tensor, # the zero-shot head
 # %% ../nbs/51_linear_probe.ipynb #805af527
 class HeadOnFeatures(Strategy):
     "Base of the head-only strategies: frozen CLIP, a linear head fitted on cached features of train and val."
-    trains, tasks = False, ('classification',)
+    trains, tasks, names_new_classes = False, ('classification',), False
     head = None  # after `fit`: dict(weight [C, D], bias [C], classnames, ...)
 
     def apply(self, model:nn.Module)->nn.Module:

@@ -130,6 +130,7 @@ class Selection(Strategy):
 # %% ../nbs/14_strategy.ipynb #2bfc416e
 Strategy.recipe = {}  # config values of the strategy's reference recipe, applied where the config does not set them
 Strategy.tasks = ('classification', 'retrieval')  # the tasks the strategy supports
+Strategy.names_new_classes = True  # False: what it fitted votes only for the training classes (a head, a cache)
 
 def adamw_recipe(lr:float, # peak learning rate
                  weight_decay:float=0.01, # decoupled weight decay (matrices only: see `optim.default_param_groups`)
@@ -417,6 +418,7 @@ class Combined(Strategy):
         self.name = '+'.join(p.name for p in self.parts)
         self.trains = any(p.trains for p in self.parts)
         self.tasks = tuple(t for t in self.parts[0].tasks if all(t in p.tasks for p in self.parts))
+        self.names_new_classes = all(p.names_new_classes for p in self.parts)
         self.recipe = {k: v for p in reversed(self.parts) for k, v in p.recipe.items()}
 
     def apply(self, model:nn.Module)->nn.Module:

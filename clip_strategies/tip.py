@@ -295,7 +295,7 @@ def search_scale_for(dataset)->list:
 @register_strategy('tip')
 class Tip(Strategy):
     "Tip-Adapter: CLIP frozen; a cache of the few-shot features votes next to the zero-shot weights; alpha/beta searched on val."
-    trains, tasks = False, ('classification',)
+    trains, tasks, names_new_classes = False, ('classification',), False
     config_keys = TIP_CONFIG_KEYS
     def __init__(self, alpha:float=1.0, # weight of the cache term (the start of Tip-F, and the answer without search)
                  beta:float=1.0, # sharpness of the cache affinities
