@@ -52,17 +52,11 @@ def timed(f):
     t0 = time.perf_counter(); r = f(); return time.perf_counter() - t0, r
 
 
-def found(name, s):
-    "What the fit chose, in a few words."
-    if name in ('tip', 'tip_f'):
-        f = s.found or {}
-        extra = f", best val epoch of {len(s.history)}: {max(s.history):.1f}%" if name == 'tip_f' else ''
-        return f"alpha {f.get('alpha', s.adapter.alpha):.3f}, beta {f.get('beta', s.adapter.beta):.3f}{extra}"
-    h = s.head
-    if name == 'linear_probe': return f"C {h['C']:.3g} ({h['tried']} fits)"
-    if name == 'gda': return f"blend alpha {h['alpha']:.3g}"
-    if name == 'zs_linear': return f"best step {h['step']}"
-    return ''
+def found(s):
+    "What the fit chose, in a few words: the plain values of the strategy's fitted state (no tensors, no class names)."
+    plain = {k: v for k, v in s.fitted_state().items() if not torch.is_tensor(v) and k not in ('classnames', 'found')}
+    plain |= {k: v for k, v in (s.fitted_state().get('found') or {}).items()}  # Tip: alpha and beta after the search
+    return ', '.join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in plain.items())
 
 
 def main():
@@ -105,7 +99,7 @@ def main():
         s.apply(model)
         t_fit, _ = timed(lambda: s.fit(model, tok, splits, batch_size=args.batch))
         passes = max(1, args.augment_epoch) if name in ('tip', 'tip_f') else 1
-        rows.append((name, passes, t_fit, found(name, s)))
+        rows.append((name, passes, t_fit, found(s)))
         print(f"  fitted {name} in {t_fit:.2f} s", flush=True)
     t_train2, t_val2 = enc(train), enc(val)  # the floor again after the fits: the machine's load drifts
     print(f"floor again after the fits: train {t_train2:.2f} s, val {t_val2:.2f} s; the floor below uses the faster of the two\n")
