@@ -9,15 +9,16 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['NEW_CLASSES', 'USER_ERRORS', 'RUN_ERRORS', 'backbone_input', 'image_transforms', 'task_of', 'build_splits',
-           'evaluate', 'headline', 'unseen_class_words', 'check_output_dir', 'make_learner', 'other_test_sets',
-           'base_to_new', 'train', 'run', 'protocol_run', 'parse_args', 'resolve_config', 'train_main']
+           'class_scores', 'evaluate', 'headline', 'unseen_class_words', 'check_output_dir', 'make_learner',
+           'other_test_sets', 'base_to_new', 'train', 'run', 'protocol_run', 'parse_args', 'resolve_config',
+           'train_main']
 
 # %% ../nbs/41_cli.ipynb #6ae51048
 from torchvision import transforms as T
 from .core import count_params, seed_everything, save_safetensors, atomic_write, is_main_process, process_rank
 from .models import load_clip, WeightsUnavailableError
 from .data import get_dataset, few_shot_splits, build_transform, dataset_attr, subsample_classes, DatasetUnavailableError, UnreadableImageError
-from .zeroshot import evaluate_classification, evaluate_retrieval, warn_unseen_words, UnseenWordsWarning
+from .zeroshot import classification_logits, classification_metrics, evaluate_retrieval, warn_unseen_words, UnseenWordsWarning
 from .optim import OptFunc, LRScheduleCB
 from .objectives import default_objective
 from .learner import Learner, dataloaders
@@ -68,15 +69,22 @@ def build_splits(cfg:Config, preprocess)->dict:
     return dict(splits, task=task_of(test))
 
 # %% ../nbs/41_cli.ipynb #e6362a5a
+def class_scores(model, tokenizer, dataset, # the model, its tokenizer and a classification dataset
+                 batch_size:int=256, # images per forward pass
+                 strategy=None, # the strategy applied to `model`: its own head, or its prompt templates
+                )->tuple: # (logits [N, C], labels [N])
+    "Class scores of every image: the strategy's own `logits` where it has them, else zero-shot on its prompt templates."
+    scores = None if strategy is None else strategy.logits(model, tokenizer, dataset, batch_size)
+    if scores is not None: return scores
+    templates = None if strategy is None else strategy.prompt_templates(dataset_attr(dataset, 'templates'))
+    return classification_logits(model, tokenizer, dataset, batch_size=batch_size, templates=templates)
+
 def evaluate(model, tokenizer, dataset, task:str, batch_size:int=256,
              strategy=None, # the strategy applied to `model`: its own evaluation, or its prompt templates
             )->dict:
     "Test metrics in percent: `accuracy` (and top5, nll, ece) for classification, recalls for retrieval."
     if task == 'classification':
-        m = None if strategy is None else strategy.evaluate(model, tokenizer, dataset, batch_size)
-        if m is None:
-            templates = None if strategy is None else strategy.prompt_templates(dataset_attr(dataset, 'templates'))
-            m = evaluate_classification(model, tokenizer, dataset, batch_size=batch_size, templates=templates)
+        m = classification_metrics(*class_scores(model, tokenizer, dataset, batch_size, strategy))
         return dict(accuracy=m['top1'], **m)
     return evaluate_retrieval(model, tokenizer, dataset, batch_size=batch_size)
 

@@ -64,7 +64,7 @@ def prompt_templates(self:DifferentialLR, templates:list)->list: return self.bas
 @patch
 def objective(self:DifferentialLR, objective): return self.base_strategy.objective(objective)
 @patch
-def evaluate(self:DifferentialLR, model, tokenizer, dataset, batch_size:int=256): return self.base_strategy.evaluate(model, tokenizer, dataset, batch_size)
+def logits(self:DifferentialLR, model, tokenizer, dataset, batch_size:int=256): return self.base_strategy.logits(model, tokenizer, dataset, batch_size)
 @patch
 def fit(self:DifferentialLR, model, tokenizer, splits:dict, batch_size:int=256): return self.base_strategy.fit(model, tokenizer, splits, batch_size)
 @patch
