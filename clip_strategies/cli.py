@@ -8,16 +8,17 @@ import argparse, json, sys, time, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'RUN_ERRORS', 'backbone_input', 'image_transforms', 'task_of', 'build_splits', 'evaluate', 'headline',
-           'unseen_class_words', 'check_output_dir', 'make_learner', 'train', 'run', 'protocol_run', 'parse_args',
-           'resolve_config', 'train_main']
+__all__ = ['NEW_CLASSES', 'USER_ERRORS', 'RUN_ERRORS', 'backbone_input', 'image_transforms', 'task_of', 'build_splits',
+           'class_scores', 'evaluate', 'headline', 'unseen_class_words', 'check_output_dir', 'make_learner',
+           'other_test_sets', 'base_to_new', 'train', 'run', 'protocol_run', 'parse_args', 'resolve_config',
+           'train_main']
 
 # %% ../nbs/41_cli.ipynb #6ae51048
 from torchvision import transforms as T
 from .core import count_params, seed_everything, save_safetensors, atomic_write, is_main_process, process_rank
 from .models import load_clip, WeightsUnavailableError
-from .data import get_dataset, few_shot_splits, build_transform, dataset_attr, DatasetUnavailableError, UnreadableImageError
-from .zeroshot import evaluate_classification, evaluate_retrieval, warn_unseen_words, UnseenWordsWarning
+from .data import get_dataset, few_shot_splits, build_transform, dataset_attr, subsample_classes, DatasetUnavailableError, UnreadableImageError
+from .zeroshot import classification_logits, classification_metrics, evaluate_retrieval, warn_unseen_words, UnseenWordsWarning
 from .optim import OptFunc, LRScheduleCB
 from .objectives import default_objective
 from .learner import Learner, dataloaders
@@ -62,21 +63,28 @@ def build_splits(cfg:Config, preprocess)->dict:
     name, root = cfg['DATASET.NAME'], cfg['DATASET.ROOT'] or None
     test = get_dataset(name, root, 'test', test_tf)
     if task_of(test) == 'classification':
-        splits = few_shot_splits(name, root, cfg['DATASET.NUM_SHOTS'], cfg['SEED'], train_tf, test_tf)
+        splits = few_shot_splits(name, root, cfg['DATASET.NUM_SHOTS'], cfg['SEED'], train_tf, test_tf, cfg['DATASET.SUBSAMPLE_CLASSES'])
     else:
         splits = dict(train=get_dataset(name, root, 'train', train_tf), val=get_dataset(name, root, 'val', test_tf), test=test)
     return dict(splits, task=task_of(test))
 
 # %% ../nbs/41_cli.ipynb #e6362a5a
+def class_scores(model, tokenizer, dataset, # the model, its tokenizer and a classification dataset
+                 batch_size:int=256, # images per forward pass
+                 strategy=None, # the strategy applied to `model`: its own head, or its prompt templates
+                )->tuple: # (logits [N, C], labels [N])
+    "Class scores of every image: the strategy's own `logits` where it has them, else zero-shot on its prompt templates."
+    scores = None if strategy is None else strategy.logits(model, tokenizer, dataset, batch_size)
+    if scores is not None: return scores
+    templates = None if strategy is None else strategy.prompt_templates(dataset_attr(dataset, 'templates'))
+    return classification_logits(model, tokenizer, dataset, batch_size=batch_size, templates=templates)
+
 def evaluate(model, tokenizer, dataset, task:str, batch_size:int=256,
              strategy=None, # the strategy applied to `model`: its own evaluation, or its prompt templates
             )->dict:
     "Test metrics in percent: `accuracy` (and top5, nll, ece) for classification, recalls for retrieval."
     if task == 'classification':
-        m = None if strategy is None else strategy.evaluate(model, tokenizer, dataset, batch_size)
-        if m is None:
-            templates = None if strategy is None else strategy.prompt_templates(dataset_attr(dataset, 'templates'))
-            m = evaluate_classification(model, tokenizer, dataset, batch_size=batch_size, templates=templates)
+        m = classification_metrics(*class_scores(model, tokenizer, dataset, batch_size, strategy))
         return dict(accuracy=m['top1'], **m)
     return evaluate_retrieval(model, tokenizer, dataset, batch_size=batch_size)
 
@@ -117,6 +125,24 @@ def make_learner(cfg:Config, model, tokenizer, strategy, splits:dict, ckpt_dir:P
     return Learner(model, dls, strategy.objective(objective), cfg['OPTIM.LR'], cfg['OPTIM.MAX_EPOCH'], opt_func, cbs + strategy.callbacks())
 
 # %% ../nbs/41_cli.ipynb #08a42089
+NEW_CLASSES = 'new_classes'  # the `also` entry of a base-to-new run: the test images of the classes training never saw
+
+def other_test_sets(cfg:Config, test_transform)->dict:
+    "The test sets beside the run's own: `DATASET.ALSO_TEST`, and the new classes when training on the base ones."
+    sets = {n: get_dataset(n, None, 'test', test_transform) for n in cfg['DATASET.ALSO_TEST']}
+    if cfg['DATASET.SUBSAMPLE_CLASSES'] == 'base':
+        own = get_dataset(cfg['DATASET.NAME'], cfg['DATASET.ROOT'] or None, 'test', test_transform)
+        sets[NEW_CLASSES] = subsample_classes(own, 'new')
+    return sets
+
+def base_to_new(metrics:dict)->dict|None:
+    "CoCoOp's report of a base-to-new run: base and new accuracy and their harmonic mean (new None: cannot name them)."
+    new = metrics['also'].get(NEW_CLASSES)
+    if new is None: return None
+    b, n = metrics['accuracy'], (new['after'] or {}).get('accuracy')
+    return dict(base=b, new=n, harmonic_mean=None if n is None else (2 * b * n / (b + n) if b + n else 0.))
+
+# %% ../nbs/41_cli.ipynb #552daf68
 def train(cfg:Config, # a validated config (`load_config`)
           resume:bool=False, # continue from the last checkpoint in OUTPUT_DIR
           progress:bool=True, # progress bars (else log lines every TRAIN.PRINT_FREQ batches)
@@ -132,7 +158,7 @@ def train(cfg:Config, # a validated config (`load_config`)
         if note: log(f"note: {note}")
     task, bs = splits['task'], cfg['DATALOADER.TEST.BATCH_SIZE']
     strategy.check_task(task)
-    also = {n: get_dataset(n, None, 'test', image_transforms(cfg, preprocess)[1]) for n in cfg['DATASET.ALSO_TEST']}
+    also = other_test_sets(cfg, image_transforms(cfg, preprocess)[1])
     before = evaluate(model, tokenizer, splits['test'], task, bs)
     also_before = {n: evaluate(model, tokenizer, ds, task_of(ds), bs) for n, ds in also.items()}
     strategy.apply(model)
@@ -143,12 +169,14 @@ def train(cfg:Config, # a validated config (`load_config`)
         learn.fit()
     strategy.fit(model, tokenizer, {k: v for k, v in splits.items() if k != 'test'}, bs)  # on the trained model; never the test split
     after = evaluate(model, tokenizer, splits['test'], task, bs, strategy)
-    also = {n: dict(before=also_before[n], after=evaluate(model, tokenizer, ds, task_of(ds), bs, strategy)) for n, ds in also.items()}
+    also = {n: dict(before=also_before[n], after=evaluate(model, tokenizer, ds, task_of(ds), bs, strategy)
+                    if n != NEW_CLASSES or strategy.names_new_classes else None) for n, ds in also.items()}
     metrics = dict(strategy=strategy.name, spec=strategy_spec(strategy), backbone=cfg['MODEL.BACKBONE.NAME'], pretrained=cfg['MODEL.BACKBONE.PRETRAINED'],
                    dataset=cfg['DATASET.NAME'], task=task, num_shots=cfg['DATASET.NUM_SHOTS'], seed=cfg['SEED'],
                    trainable_params=trainable, total_params=total, train_seconds=round(time.time() - t0, 2),
                    epochs=cfg['OPTIM.MAX_EPOCH'], processes=learn.accelerator.num_processes if learn else 1, **after, before=before, also=also,
                    history=[r for r in learn.history if 'train_loss' in r] if learn else [])
+    metrics['base_to_new'] = base_to_new(metrics)
     return dict(model=model, tokenizer=tokenizer, strategy=strategy, learner=learn, splits=splits, metrics=metrics)
 
 # %% ../nbs/41_cli.ipynb #49f7bee1

@@ -4,7 +4,7 @@
 
 # %% ../nbs/42_compare.ipynb #bb158d4b
 from __future__ import annotations
-import argparse, csv, hashlib, io, json, os, resource, subprocess, sys, time
+import argparse, csv, hashlib, io, json, math, os, resource, subprocess, sys, time
 from pathlib import Path
 
 # %% auto #0
@@ -173,7 +173,8 @@ def run_row(d:Path, spec, shots:int, seed:int)->dict:
                accuracy=m.get('accuracy'), accuracy_before=m['before'].get('accuracy'), nll=m.get('nll'), ece=m.get('ece'),
                i2t_r1=m.get('i2t_r1'), t2i_r1=m.get('t2i_r1'), trainable_params=m['trainable_params'],
                total_params=m['total_params'], train_seconds=m['train_seconds'], **r)
-    return row | {f'{n}_accuracy': v['after'].get('accuracy') for n, v in m.get('also', {}).items()}
+    row |= {f'{n}_accuracy': (v['after'] or {}).get('accuracy') for n, v in m.get('also', {}).items()}
+    return row | ({'harmonic_mean': m['base_to_new']['harmonic_mean']} if m.get('base_to_new') else {})
 
 def write_table(rows:list, out:Path)->tuple:
     "`results.csv` and `results.json` in `out` (written atomically); returns their paths."
@@ -182,13 +183,14 @@ def write_table(rows:list, out:Path)->tuple:
     return atomic_write(Path(out)/'results.csv', buf.getvalue()), atomic_write(Path(out)/'results.json', json.dumps(rows, indent=1))
 
 # %% ../nbs/42_compare.ipynb #099c1861
-def score(row:dict)->float:
-    "The number a run is ranked by: test accuracy, or the mean of both recalls@1 for retrieval."
+def score(row:dict)->float|None:
+    "What a run is ranked by: the base-to-new harmonic mean (None: cannot name new classes), else accuracy, else recall@1."
+    if 'harmonic_mean' in row: return row['harmonic_mean']
     return row['accuracy'] if row.get('accuracy') is not None else (row['i2t_r1'] + row['t2i_r1']) / 2
 
 def mean_std(xs)->tuple:
     "Mean and sample standard deviation (0 for one value)."
-    t = torch.tensor([float(x) for x in xs], dtype=torch.float64)
+    t = torch.tensor([math.nan if x is None else float(x) for x in xs], dtype=torch.float64)
     return float(t.mean()), (float(t.std()) if len(t) > 1 else 0.)
 
 def summary(rows:list, # the table's rows
@@ -199,18 +201,21 @@ def summary(rows:list, # the table's rows
     for s in dict.fromkeys(r['strategy'] for r in rows):
         rs = [r for r in rows if r['strategy'] == s and r['shots'] == shots]
         if not rs: continue
-        m, sd = mean_std(score(r) for r in rs)
+        scores = [score(r) for r in rs]
+        m, sd = (None, None) if None in scores else mean_std(scores)
         out.append(dict(strategy=s, shots=shots, seeds=len(rs), score=m, spread=sd, before=rs[0]['accuracy_before'],
                         trainable_params=rs[0]['trainable_params'], train_seconds=mean_std(r['train_seconds'] for r in rs)[0],
                         peak_rss_mb=max(r['peak_rss_mb'] for r in rs)))
-    return sorted(out, key=lambda r: -r['score'])
+    return sorted(out, key=lambda r: (r['score'] is None, -(r['score'] or 0)))
 
 def ranking_table(rows:list)->str:
     "The ranking at the most shots, as a Markdown table."
-    top = summary(rows)
-    lines = [f"At {top[0]['shots']} shots, mean ± spread over {max(r['seeds'] for r in top)} seed(s):", '',
+    top, b2n = summary(rows), any('harmonic_mean' in r for r in rows)
+    what = 'the harmonic mean of base and new accuracy (— : cannot name new classes)' if b2n else 'test score'
+    lines = [f"At {top[0]['shots']} shots, {what}, mean ± spread over {max(r['seeds'] for r in top)} seed(s):", '',
              '| rank | strategy | score | ± | trainable | train s | peak MiB |', '|---:|---|---:|---:|---:|---:|---:|']
-    lines += [f"| {i} | {r['strategy']} | {r['score']:.1f} | {r['spread']:.1f} | {r['trainable_params']:,} | {r['train_seconds']:.1f} "
+    num = lambda v: '—' if v is None else f'{v:.1f}'
+    lines += [f"| {i} | {r['strategy']} | {num(r['score'])} | {num(r['spread'])} | {r['trainable_params']:,} | {r['train_seconds']:.1f} "
               f"| {r['peak_rss_mb']:.0f} |" for i, r in enumerate(top, 1)]
     return '\n'.join(lines)
 
@@ -224,8 +229,9 @@ def plot_compare(rows:list, # the table's rows
     for s in dict.fromkeys(r['strategy'] for r in rows):
         ks = [k for k in shots if any(r['strategy'] == s and r['shots'] == k for r in rows)]
         ms = [mean_std(score(r) for r in rows if r['strategy'] == s and r['shots'] == k) for k in ks]
+        if any(math.isnan(m) for m, _ in ms): continue  # cannot name new classes: nothing to plot
         axs[0].errorbar(ks, [m for m, _ in ms], yerr=[sd for _, sd in ms], marker='o', capsize=3, label=s)
-    for r in summary(rows):
+    for r in [r for r in summary(rows) if r['score'] is not None]:
         for ax, x in zip(axs[1:], (r['trainable_params'], r['train_seconds'])):
             ax.errorbar(x, r['score'], yerr=r['spread'], marker='o', capsize=3); ax.annotate(r['strategy'], (x, r['score']), fontsize=7)
     axs[0].set(xscale='log', xticks=shots, xticklabels=shots, xlabel='shots per class', ylabel='test score (%)')

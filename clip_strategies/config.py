@@ -71,6 +71,7 @@ SCHEMA = {
     'DATASET.ROOT': Field('', (str,), "dataset root folder (not needed by the mini lab)"),
     'DATASET.NUM_SHOTS': Field(16, (int,), "images per class for training; -1: all"),
     'DATASET.ALSO_TEST': Field([], (list,), "other datasets tested before and after training (what a strategy forgets), each from its default place"),
+    'DATASET.SUBSAMPLE_CLASSES': Field('all', (str,), "train and test on 'all' classes, or the 'base' half (then also tested on the 'new' half: base-to-new)", ('all', 'base', 'new')),
     'OUTPUT_DIR': Field('output/run', (str,), "where metrics.json, model.safetensors and checkpoints go"),
     'SEED': Field(1, (int,), "seed for weights init, data order and few-shot sampling"),
 }

@@ -4,20 +4,20 @@
 
 # %% ../nbs/04_data.ipynb #428480dc
 from __future__ import annotations
-import os, re, csv, json, random, socket, inspect, functools, contextlib
+import os, re, csv, json, math, random, socket, inspect, functools, contextlib
 from pathlib import Path
 from typing import Callable
 
 # %% auto #0
 __all__ = ['OPENAI_TEMPLATES', 'IMAGENET7_TEMPLATES', 'DATASET_TEMPLATES', 'TEMPLATE_SETS', 'DATASET_ALIASES', 'SPLITS',
            'IMAGE_EXTENSIONS', 'SPLIT_SEED', 'TORCHVISION_DATASETS', 'EUROSAT_CLASSNAMES', 'CALTECH101_CLASSNAMES',
-           'CALTECH101_IGNORED', 'CLIP_MEAN', 'CLIP_STD', 'TRANSFORM_NAMES', 'RANDOM_TRANSFORMS', 'INTERPOLATIONS',
-           'check_templates', 'get_templates', 'register_dataset', 'list_datasets', 'get_dataset',
+           'CALTECH101_IGNORED', 'SUBSAMPLE_CHOICES', 'CLIP_MEAN', 'CLIP_STD', 'TRANSFORM_NAMES', 'RANDOM_TRANSFORMS',
+           'INTERPOLATIONS', 'check_templates', 'get_templates', 'register_dataset', 'list_datasets', 'get_dataset',
            'UnreadableImageError', 'load_image', 'ClassificationDataset', 'LabeledSubset', 'stratified_split',
            'image_folder', 'DatasetUnavailableError', 'data_dir', 'socket_timeout', 'open_torchvision',
            'torchvision_dataset', 'read_captions', 'CaptionDataset', 'caption_dataset', 'few_shot_indices',
-           'few_shot_splits', 'check_transform_names', 'build_transform', 'has_random_augmentation', 'dataset_attr',
-           'random_augmentation']
+           'class_halves', 'ClassSubset', 'subsample_classes', 'few_shot_splits', 'check_transform_names',
+           'build_transform', 'has_random_augmentation', 'dataset_attr', 'random_augmentation']
 
 # %% ../nbs/04_data.ipynb #16aabdf7
 import torch
@@ -519,16 +519,52 @@ def few_shot_indices(labels, # one class id per item
     return train, val
 
 # %% ../nbs/04_data.ipynb #cce12ea6
+SUBSAMPLE_CHOICES = ('all', 'base', 'new')
+
+def class_halves(n:int, # classes of the dataset
+                )->tuple: # (base class ids, new class ids)
+    "CoCoOp's split of `n` classes: base = the first ⌈n/2⌉, new = the rest."
+    if n < 2: raise ValueError(f"Base-to-new needs at least 2 classes (one base, one new); the dataset has {n}")
+    m = math.ceil(n / 2)
+    return list(range(m)), list(range(m, n))
+
+class ClassSubset(Dataset):
+    "The items of some classes of a labelled dataset, relabelled 0…k−1 in the order the classes are given."
+    def __init__(self, dataset, # has `classnames`, `templates` and `labels`
+                 classes:list, # the class ids to keep
+                ):
+        keep = {int(c): i for i, c in enumerate(classes)}
+        self.dataset, self.indices = dataset, [i for i, y in enumerate(dataset.labels) if int(y) in keep]
+        self.labels = [keep[int(dataset.labels[i])] for i in self.indices]
+        self.classnames, self.templates = [dataset.classnames[int(c)] for c in classes], list(dataset.templates)
+        self.name = getattr(dataset, 'name', type(dataset).__name__)
+    @property
+    def transform(self): return getattr(self.dataset, 'transform', None)
+    def __len__(self): return len(self.indices)
+    def __getitem__(self, i): return self.dataset[self.indices[i]][0], self.labels[i]
+    def __repr__(self): return f"{type(self).__name__}({self.name!r}: {len(self.classnames)} classes, {len(self)} images)"
+
+def subsample_classes(dataset, # a labelled dataset
+                      which:str='all', # 'all', 'base' or 'new'
+                     ):
+    "The dataset itself ('all'), or its base or new half of the classes."
+    if which not in SUBSAMPLE_CHOICES: raise ValueError(f"SUBSAMPLE_CLASSES must be one of {SUBSAMPLE_CHOICES}, got {which!r}")
+    if which == 'all': return dataset
+    if not hasattr(dataset, 'labels'): raise ValueError(f"SUBSAMPLE_CLASSES={which!r} needs a classification dataset; {getattr(dataset, 'name', dataset)!r} has no labels")
+    return ClassSubset(dataset, class_halves(len(dataset.classnames))[which == 'new'])
+
+# %% ../nbs/04_data.ipynb #9ae09c71
 def few_shot_splits(name:str, # a registered classification dataset
                     root=None, # its files
                     num_shots:int|None=16, # train images per class; None or <= 0 for the whole train split
                     seed:int=1, # sampling seed (CoOp uses 1, 2, 3)
                     train_transform:Callable|None=None, # for the few-shot train images
                     test_transform:Callable|None=None, # for val and test
+                    subsample:str='all', # 'all' classes, or the 'base' or 'new' half (base-to-new)
                     **kw, # passed to `get_dataset` (e.g. `templates=`, `download=`)
                    )->dict:
     "`dict(train=, val=, test=)`: K-shot train and min(K, 4)-shot val drawn disjointly from train; test untouched."
-    get = functools.partial(get_dataset, name, root, **kw)
+    get = lambda split, tf: subsample_classes(get_dataset(name, root, split, tf, **kw), subsample)
     test = get('test', test_transform)
     if num_shots is None or (isinstance(num_shots, int) and not isinstance(num_shots, bool) and num_shots <= 0):
         return dict(train=get('train', train_transform), val=get('val', test_transform), test=test)

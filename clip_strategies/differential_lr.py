@@ -58,12 +58,13 @@ class DifferentialLR(Strategy):
 
 # %% ../nbs/27_differential_lr.ipynb #0e438c49
 DifferentialLR.tasks = property(lambda self: self.base_strategy.tasks)
+DifferentialLR.names_new_classes = property(lambda self: self.base_strategy.names_new_classes)
 @patch
 def prompt_templates(self:DifferentialLR, templates:list)->list: return self.base_strategy.prompt_templates(templates)
 @patch
 def objective(self:DifferentialLR, objective): return self.base_strategy.objective(objective)
 @patch
-def evaluate(self:DifferentialLR, model, tokenizer, dataset, batch_size:int=256): return self.base_strategy.evaluate(model, tokenizer, dataset, batch_size)
+def logits(self:DifferentialLR, model, tokenizer, dataset, batch_size:int=256): return self.base_strategy.logits(model, tokenizer, dataset, batch_size)
 @patch
 def fit(self:DifferentialLR, model, tokenizer, splits:dict, batch_size:int=256): return self.base_strategy.fit(model, tokenizer, splits, batch_size)
 @patch

@@ -7,29 +7,22 @@ from __future__ import annotations
 import math
 
 # %% auto #0
-__all__ = ['split_features', 'zeroshot_head', 'fit_logreg', 'val_score', 'search_C', 'train_head', 'gda_head', 'blend_search',
-           'HeadOnFeatures', 'LinearProbe', 'ZSLinear', 'GDA']
+__all__ = ['zeroshot_head', 'fit_logreg', 'val_score', 'search_C', 'train_head', 'gda_head', 'blend_search', 'HeadOnFeatures',
+           'LinearProbe', 'ZSLinear', 'GDA', 'linear_head', 'ProbeHeadClassification', 'ProbeFirstCB', 'LPFT']
 
 # %% ../nbs/51_linear_probe.ipynb #80c035e2
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 from fastcore.basics import patch
-from .anatomy import freeze
+from .anatomy import freeze, unfreeze
+from .callback import Callback
+from .objectives import ClipObjective
 from .data import dataset_attr
-from .zeroshot import image_features, class_text_features, classification_metrics, model_logit_scale
-from .strategy import Strategy, OptionError, register_strategy
+from .zeroshot import split_features, class_text_features, classification_metrics, model_logit_scale
+from .strategy import Strategy, OptionError, register_strategy, adamw_recipe
 
 # %% ../nbs/51_linear_probe.ipynb #5d78d50b
-def split_features(model:nn.Module, # a CLIP model (`encode_image`)
-                   dataset, # yields (image, label)
-                   batch_size:int=256, # images per forward pass
-                  )->tuple: # (features [N, D] float32, normalised, on the CPU; labels [N] long)
-    "Encode `dataset` once: L2-normalised image features and integer labels."
-    feats, labels = image_features(model, DataLoader(dataset, batch_size=batch_size))
-    return feats, torch.as_tensor(labels).long()
-
 def zeroshot_head(model:nn.Module, tokenizer, # the CLIP model and its tokenizer
                   dataset, # a classification dataset (`classnames`, `templates`)
                  )->tuple: # (weight [C, D] = logit scale × class text weights, bias [C] zeros)
@@ -71,12 +64,13 @@ def search_C(xtr:torch.Tensor, ytr:torch.Tensor, # training features and labels
              grid:list=(1e6, 1e4, 1e2, 1., 1e-2, 1e-4, 1e-6), # the coarse grid
              steps:int=8, # bisection rounds in log10(C) after the grid
              n_classes:int=None, # number of classes (default: max label + 1)
+             max_iter:int=1000, # L-BFGS iterations per fit
             )->tuple: # (best C, weight, bias, list of (C, score) tried)
     "The CLIP paper's C search: coarse grid, then log-space bisection; scored on validation only."
     if not grid: raise ValueError("search_C: the grid of C values is empty")
     k, tried = n_classes or int(max(ytr.max(), yval.max())) + 1, []
     def trial(C):
-        W, b = fit_logreg(xtr, ytr, C, k)
+        W, b = fit_logreg(xtr, ytr, C, k, max_iter)
         tried.append((C, val_score(xval @ W.T + b, yval)))
         return tried[-1][1], C, W, b
     best = max((trial(C) for C in grid), key=lambda t: t[0])
@@ -148,7 +142,7 @@ def blend_search(W0:torch.Tensor, b0:torch.Tensor, # the zero-shot head
 # %% ../nbs/51_linear_probe.ipynb #805af527
 class HeadOnFeatures(Strategy):
     "Base of the head-only strategies: frozen CLIP, a linear head fitted on cached features of train and val."
-    trains, tasks = False, ('classification',)
+    trains, tasks, names_new_classes = False, ('classification',), False
     head = None  # after `fit`: dict(weight [C, D], bias [C], classnames, ...)
 
     def apply(self, model:nn.Module)->nn.Module:
@@ -173,14 +167,14 @@ class HeadOnFeatures(Strategy):
 
 # %% ../nbs/51_linear_probe.ipynb #6251dbe8
 @patch
-def evaluate(self:HeadOnFeatures, model:nn.Module, tokenizer, dataset, # what to evaluate
-             batch_size:int=256, # images per forward pass
-            )->dict|None:
-    "Metrics of the fitted head on `dataset`; None (the standard evaluation) when its class names differ."
+def logits(self:HeadOnFeatures, model:nn.Module, tokenizer, dataset, # what to classify
+           batch_size:int=256, # images per forward pass
+          )->tuple|None:
+    "The fitted head's `(logits, labels)` on `dataset`; None (the standard evaluation) when its class names differ."
     if self.head is None: raise ValueError(f"{self.name}: call fit(model, tokenizer, splits) before evaluate")
     if list(dataset_attr(dataset, 'classnames') or []) != self.head['classnames']: return None
     x, y = split_features(model, dataset, batch_size)
-    return classification_metrics(x @ self.head['weight'].T + self.head['bias'], y)
+    return x @ self.head['weight'].T + self.head['bias'], y
 
 # %% ../nbs/51_linear_probe.ipynb #85a2ee61
 @patch
@@ -205,7 +199,7 @@ class LinearProbe(HeadOnFeatures):
         if steps < 0: raise OptionError(self.name, 'steps', steps, 'an integer >= 0')
     def fit_head(self, model, tokenizer, train, val, dataset):
         k = len(dataset_attr(dataset, 'classnames'))
-        C, W, b, tried = search_C(*train, *val, steps=self.steps, n_classes=k)
+        C, W, b, tried = search_C(*train, *val, steps=self.steps, n_classes=k, max_iter=self.max_iter)
         return dict(weight=W, bias=b, C=C, tried=len(tried))
 
 # %% ../nbs/51_linear_probe.ipynb #669b2235
@@ -238,3 +232,62 @@ class GDA(HeadOnFeatures):
         Wg, bg = gda_head(*train, len(W0), self.shrinkage)
         alpha, W, b = blend_search(W0, b0, Wg, bg, *val)
         return dict(weight=W, bias=b, alpha=alpha)
+
+# %% ../nbs/51_linear_probe.ipynb #11651dbb
+def linear_head(weight:torch.Tensor, bias:torch.Tensor, # [C, D] and [C]
+               )->nn.Linear:
+    "An `nn.Linear` holding a fitted head."
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad(): head.weight.copy_(weight); head.bias.copy_(bias)
+    return head
+
+class ProbeHeadClassification(ClipObjective):
+    "Cross-entropy on `model.probe_head` of the normalised image features: LP-FT's second stage."
+    def predict(self, learn):
+        image, cached = self.images(learn)
+        feats = cached if image is None else self.features(learn, image=image)[0]
+        learn.preds = learn.model.probe_head(feats.to(learn.model.probe_head.weight.dtype))
+    def get_loss(self, learn): learn.loss = F.cross_entropy(learn.preds, learn.yb)
+    def metrics(self, preds, targets)->dict: return classification_metrics(preds, targets)
+    def __repr__(self): return 'ProbeHeadClassification()'
+
+# %% ../nbs/51_linear_probe.ipynb #e34475ab
+class ProbeFirstCB(Callback):
+    "LP-FT's first stage: fit the linear probe on frozen features and put it in the model, before the rest of the fit."
+    order = -110  # before the accelerator wraps the model and before a checkpoint loads the weights
+    def __init__(self, strategy:Strategy): self.strategy = strategy
+
+    def before_fit(self, learn):
+        if learn.dls.valid is None: raise ValueError("lp_ft chooses the probe's C on a validation split; the learner has none")
+        names = list(dataset_attr(learn.dls.train.dataset, 'classnames'))
+        tr, va = (split_features(learn.model, dl.dataset, dl.batch_size) for dl in (learn.dls.train, learn.dls.valid))
+        C, W, b, _ = search_C(*tr, *va, steps=self.strategy.steps, n_classes=len(names), max_iter=self.strategy.max_iter)
+        learn.model.probe_head = linear_head(W, b).to(learn.device)
+        self.strategy.probe = dict(classnames=names, C=C, probe_val_accuracy=100 * val_score(va[0] @ W.T + b, va[1])[0])
+
+    def after_fit(self, learn):
+        "Take the trained head out of the model: the model is a plain CLIP again, the head lives on the strategy."
+        head = learn.model.probe_head
+        del learn.model.probe_head
+        self.strategy.head = dict(weight=head.weight.detach().float().cpu(), bias=head.bias.detach().float().cpu(), **self.strategy.probe)
+
+# %% ../nbs/51_linear_probe.ipynb #1de7e74f
+@register_strategy('lp_ft')
+class LPFT(HeadOnFeatures):
+    "LP-FT (Kumar et al., ICLR 2022): fit the linear probe on frozen features, then fine-tune everything with it as the head."
+    trains = True
+    recipe = adamw_recipe(3e-4)  # the full fine-tune's mini-lab recipe: only the head's start differs
+    def __init__(self, steps:int=8, # bisection rounds of the probe's C search
+                 max_iter:int=1000, # L-BFGS iterations per probe fit
+                ):
+        self.store_options(steps=steps, max_iter=max_iter)
+        if steps < 0: raise OptionError(self.name, 'steps', steps, 'an integer >= 0')
+    def apply(self, model:nn.Module)->nn.Module:
+        "Make every parameter trainable (the head joins the model at the start of the fit)."
+        return unfreeze(model)
+    def callbacks(self)->list: return [ProbeFirstCB(self)]
+    def objective(self, objective): return ProbeHeadClassification()
+    def fit(self, model, tokenizer, splits:dict, batch_size:int=256):
+        "Nothing left to fit after training: the head was trained with the model."
+        if self.head is None: raise ValueError("lp_ft trains its head during the fit: train it (clip_strategies_train) before evaluating")
+        return self.head

@@ -18,11 +18,10 @@ __all__ = ['PLACEHOLDER', 'placeholder_template', 'model_tokenizer', 'token_ids'
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 from open_clip.transformer import Transformer, VisionTransformer
 from .anatomy import text_tower, trim_tokens, text_trimmable, encode_text_trimmed
 from .objectives import TextHeadClassification
-from .zeroshot import image_features, classification_metrics, model_logit_scale, evaluating, warn_unseen_words
+from .zeroshot import split_features, model_logit_scale, evaluating, warn_unseen_words
 from .strategy import Addition, StrategyError, OptionError, register_strategy
 from fastcore.basics import patch
 
@@ -264,8 +263,8 @@ def objective(self:CoOp, objective):
     return self.prompt_objective(objective)
 
 @patch
-def evaluate(self:CoOp, model, tokenizer, dataset, batch_size:int=256):
-    "Check the class names; the standard zero-shot evaluation on `prompt_templates` follows (returns None)."
+def logits(self:CoOp, model, tokenizer, dataset, batch_size:int=256):
+    "Check the class names; the standard zero-shot head on `prompt_templates` follows (returns None)."
     if getattr(dataset, 'classnames', None) is not None: self.check_classes(dataset.classnames)
     return None
 
@@ -336,19 +335,19 @@ class CoCoOp(CoOp):
 
 # %% ../nbs/30_prompt.ipynb #9dae41d2
 @patch
-def evaluate(self:CoCoOp, model:nn.Module, tokenizer, dataset, # what to evaluate
-             batch_size:int=256, # images per forward pass
-            )->dict: # top1, top5, nll, ece as `zeroshot.evaluate_classification`
-    "Accuracy and calibration with image-conditioned class features."
+def logits(self:CoCoOp, model:nn.Module, tokenizer, dataset, # what to classify
+           batch_size:int=256, # images per forward pass
+          )->tuple: # (logits [N, C], labels [N]); `evaluate` turns them into metrics
+    "Class scores with image-conditioned class features."
     self.check_classes(dataset.classnames)
     warn_unseen_words(tokenizer, dataset.classnames)
-    feats, labels = image_features(model, DataLoader(dataset, batch_size=batch_size))
+    feats, labels = split_features(model, dataset, batch_size)
     trim, device = text_trimmable(model), next(model.parameters()).device
     tokens = tokenizer([self.template.replace('{}', str(c)) for c in dataset.classnames])
     encode = (lambda t: encode_text_trimmed(model, t)) if trim else (lambda t: model.encode_text(t, normalize=True))
     with evaluating(model), torch.no_grad():
         logits = conditional_logits(model, feats.to(device), (trim_tokens(tokens) if trim else tokens).to(device), encode, model_logit_scale(model))
-    return classification_metrics(logits.float().cpu(), labels)
+    return logits.float().cpu(), labels
 
 # %% ../nbs/30_prompt.ipynb #dbd5816f
 def saved_bytes(step, # callable running one forward pass whose activations autograd keeps

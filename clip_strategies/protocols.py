@@ -4,53 +4,75 @@
 
 # %% ../nbs/43_protocols.ipynb #6c77a02c
 from __future__ import annotations
+import argparse, json, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['interpolate', 'run_ends', 'wise_curve', 'plot_wise']
+__all__ = ['check_mixable', 'interpolate', 'load_run', 'run_ends', 'test_sets', 'wise_curve', 'plot_wise', 'run_probabilities',
+           'run_label', 'ensemble', 'parse_protocol_args', 'protocols_main', 'wise_command', 'ensemble_command']
 
 # %% ../nbs/43_protocols.ipynb #37e27a24
 import torch
 import matplotlib.pyplot as plt
 from torch import nn
-from .core import read_safetensors, seed_everything
+from .core import read_safetensors, seed_everything, atomic_write
+from .strategy import read_learned
+from .zeroshot import classification_metrics
 from .models import load_clip
 from .data import get_dataset
 from .config import load_config
-from .cli import build_splits, evaluate, image_transforms, task_of
+from .cli import build_splits, evaluate, image_transforms, task_of, class_scores, USER_ERRORS, RUN_ERRORS
 
 # %% ../nbs/43_protocols.ipynb #71db720b
-def interpolate(zero_shot:dict, # the zero-shot model's state dict
-                fine_tuned:dict, # the fine-tuned model's state dict (same names and shapes)
-                alpha:float, # 0: zero-shot, 1: fine-tuned
-               )->dict:
-    "WiSE-FT: `(1 − alpha)·zero_shot + alpha·fine_tuned` for every floating-point tensor."
+def check_mixable(zero_shot:dict, fine_tuned:dict, # two state dicts
+                 ):
+    "Refuse two state dicts of different architectures, naming the tensors that differ."
     missing = sorted(set(zero_shot) ^ set(fine_tuned))
     shapes = [f"{k}: {list(zero_shot[k].shape)} vs {list(fine_tuned[k].shape)}" for k in zero_shot
               if k in fine_tuned and zero_shot[k].shape != fine_tuned[k].shape]
     if missing or shapes:
         raise ValueError("WiSE-FT mixes two models of the same architecture; these differ: " +
                          '; '.join(([f"tensors only in one: {missing[:5]}"] if missing else []) + shapes[:5]))
+
+def interpolate(zero_shot:dict, # the zero-shot model's state dict
+                fine_tuned:dict, # the fine-tuned model's state dict (same names and shapes)
+                alpha:float, # 0: zero-shot, 1: fine-tuned
+               )->dict:
+    "WiSE-FT: `(1 − alpha)·zero_shot + alpha·fine_tuned` for every floating-point tensor."
+    check_mixable(zero_shot, fine_tuned)
     return {k: torch.lerp(z.float(), fine_tuned[k].float(), float(alpha)).to(fine_tuned[k].dtype)
                if fine_tuned[k].is_floating_point() else fine_tuned[k] for k, z in zero_shot.items()}
 
 # %% ../nbs/43_protocols.ipynb #009e8bdd
-def run_ends(run_dir, # the OUTPUT_DIR of a finished `clip_strategies_train` run
-            )->dict: # cfg, model (the run's strategy applied), preprocess, tokenizer, strategy, zero_shot and fine_tuned state dicts
-    "The zero-shot and fine-tuned ends of a finished run, on one model object."
+def load_run(run_dir, # the OUTPUT_DIR of a finished `clip_strategies_train` run
+            )->dict: # cfg, model (fresh, the run's strategy applied), preprocess, tokenizer, strategy (fitted), weights (the saved state dict)
+    "A finished run rebuilt: its config, a fresh model with its strategy applied, what the strategy fitted, and the saved weights."
     d = Path(run_dir)
     if not (d/'model.safetensors').is_file(): raise FileNotFoundError(f"{str(d)!r} holds no finished run (no model.safetensors)")
     cfg = load_config(d/'config.yaml')
     strategy = cfg.build_strategy()
-    if not strategy.trains: raise ValueError(f"The run in {str(d)!r} used {strategy.name!r}, which trains nothing: there is nothing to mix")
     seed_everything(cfg['SEED'])
     model, preprocess, tokenizer = load_clip(cfg['MODEL.BACKBONE.NAME'], cfg['MODEL.BACKBONE.PRETRAINED'])
     strategy.apply(model)
-    zero_shot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if (d/'learned.safetensors').is_file(): strategy.load_fitted_state(read_learned(d/'learned.safetensors', cfg['MODEL.BACKBONE.NAME'])[2])
     return dict(cfg=cfg, model=model, preprocess=preprocess, tokenizer=tokenizer, strategy=strategy,
-                zero_shot=zero_shot, fine_tuned=read_safetensors(d/'model.safetensors')[0])
+                weights=read_safetensors(d/'model.safetensors')[0])
+
+def run_ends(run_dir, # the OUTPUT_DIR of a finished `clip_strategies_train` run
+            )->dict: # what `load_run` gives, with the zero_shot and fine_tuned state dicts
+    "The zero-shot and fine-tuned ends of a finished run, on one model object."
+    run = load_run(run_dir)
+    if not run['strategy'].trains: raise ValueError(f"The run in {str(run_dir)!r} used {run['strategy'].name!r}, which trains nothing: there is nothing to mix")
+    return dict(run, zero_shot={k: v.detach().clone() for k, v in run['model'].state_dict().items()}, fine_tuned=run['weights'])
 
 # %% ../nbs/43_protocols.ipynb #43e23043
+def test_sets(run:dict, # what `load_run` gives
+             )->dict: # name -> dataset
+    "A run's test split and the other test sets its config names (`DATASET.ALSO_TEST`), with the run's test transform."
+    cfg, test_tf = run['cfg'], image_transforms(run['cfg'], run['preprocess'])[1]
+    return {cfg['DATASET.NAME']: build_splits(cfg, run['preprocess'])['test'],
+            **{n: get_dataset(n, None, 'test', test_tf) for n in cfg['DATASET.ALSO_TEST']}}
+
 def wise_curve(run_dir, # a finished run's folder
                alphas:list=tuple(i / 10 for i in range(11)), # mixing weights
                batch_size:int=256, # images per forward pass
@@ -58,11 +80,8 @@ def wise_curve(run_dir, # a finished run's folder
     "Test scores of the WiSE-FT mix of a run's zero-shot and fine-tuned models, along the mixing weight."
     if not len(alphas) or any(not 0 <= a <= 1 for a in alphas): raise ValueError(f"alphas must lie in [0, 1], got {list(alphas)}")
     e = run_ends(run_dir)
-    cfg, model = e['cfg'], e['model']
-    interpolate(e['zero_shot'], e['fine_tuned'], 0.)  # refuse mismatched ends before evaluating anything
-    test_tf = image_transforms(cfg, e['preprocess'])[1]
-    sets = {cfg['DATASET.NAME']: build_splits(cfg, e['preprocess'])['test'],
-            **{n: get_dataset(n, None, 'test', test_tf) for n in cfg['DATASET.ALSO_TEST']}}
+    model, sets = e['model'], test_sets(e)
+    check_mixable(e['zero_shot'], e['fine_tuned'])  # before evaluating anything
     rows = []
     for a in alphas:
         model.load_state_dict(interpolate(e['zero_shot'], e['fine_tuned'], a))
@@ -76,3 +95,86 @@ def plot_wise(rows:list, title:str=''):
     for n in [k for k in rows[0] if k != 'alpha']: ax.plot([r['alpha'] for r in rows], [r[n] for r in rows], marker='o', label=n)
     ax.set(xlabel='α (0: zero-shot, 1: fine-tuned)', ylabel='test score (%)', title=title); ax.legend()
     return fig
+
+# %% ../nbs/43_protocols.ipynb #b135dde1
+def run_probabilities(run:dict, # what `load_run` gives
+                      batch_size:int=256, # images per forward pass
+                     )->dict: # test-set name -> (probabilities [N, C], labels [N])
+    "Class probabilities of a finished run's model on each of its test sets."
+    model, out = run['model'], {}
+    model.load_state_dict(run['weights'])
+    for name, ds in test_sets(run).items():
+        if task_of(ds) != 'classification': raise ValueError(f"Ensembles average class probabilities; {name!r} is a {task_of(ds)} set")
+        logits, labels = class_scores(model, run['tokenizer'], ds, batch_size, run['strategy'])
+        out[name] = (logits.float().softmax(1), labels)
+    return out
+
+def run_label(run:dict)->str:
+    "A run's short name in tables: its strategy and seed."
+    return f"{run['strategy'].name} (seed {run['cfg']['SEED']})"
+
+# %% ../nbs/43_protocols.ipynb #09825b51
+def ensemble(run_dirs:list, # two or more finished runs' folders, on the same dataset
+             batch_size:int=256, # images per forward pass
+            )->dict: # test-set name -> {member label: accuracy, ..., 'ensemble': accuracy}
+    "Accuracy of each run and of the average of their class probabilities, on every test set the runs share."
+    if len(run_dirs) < 2: raise ValueError(f"An ensemble needs at least two runs, got {len(run_dirs)}")
+    members, first = [], None
+    for d in run_dirs:
+        run = load_run(d)
+        probs = run_probabilities(run, batch_size)
+        if first is not None and {n: y.tolist() for n, (_, y) in probs.items()} != first:
+            raise ValueError(f"{str(d)!r} was tested on other images or labels than {str(run_dirs[0])!r}: ensembles need runs on the same dataset and test sets")
+        first = first or {n: y.tolist() for n, (_, y) in probs.items()}
+        members.append((run_label(run), probs))
+    table = {}
+    for name in first:
+        labels = members[0][1][name][1]
+        rows = {lbl: classification_metrics(p[name][0].log(), labels)['top1'] for lbl, p in members}
+        mean = torch.stack([p[name][0] for _, p in members]).mean(0)
+        table[name] = dict(rows, ensemble=classification_metrics(mean.log(), labels)['top1'])
+    return table
+
+# %% ../nbs/43_protocols.ipynb #f8d49e92
+def parse_protocol_args(argv=None)->argparse.Namespace:
+    "Parse `clip_strategies_protocols`' command line."
+    p = argparse.ArgumentParser(prog='clip_strategies_protocols', description="WiSE-FT and ensembles of finished runs.")
+    sub = p.add_subparsers(dest='protocol', required=True)
+    w = sub.add_parser('wise', help="the WiSE-FT curve of a finished run: writes wise.json and wise.png")
+    w.add_argument('run_dir', help="a finished run's folder (OUTPUT_DIR)")
+    w.add_argument('--alphas', type=float, nargs='+', default=[i / 10 for i in range(11)], help="mixing weights in [0, 1]")
+    w.add_argument('--out', default=None, help="folder for wise.json and wise.png (default: the run's folder)")
+    e = sub.add_parser('ensemble', help="accuracy of the average of finished runs' class probabilities")
+    e.add_argument('run_dirs', nargs='+', help="two or more finished runs' folders, on the same dataset")
+    e.add_argument('--out', default=None, help="a JSON file for the table (default: print only)")
+    return p.parse_args(argv)
+
+def protocols_main(argv=None)->int:
+    "Entry point of `clip_strategies_protocols`."
+    a = parse_protocol_args(argv)
+    try: result = wise_command(a.run_dir, a.alphas, a.out) if a.protocol == 'wise' else ensemble_command(a.run_dirs, a.out)
+    except RUN_ERRORS as e: print(f"clip_strategies_protocols: error: {e}", file=sys.stderr); return 1
+    except USER_ERRORS as e: print(f"clip_strategies_protocols: error: {e.args[0] if e.args else e}", file=sys.stderr); return 2
+    print(result)
+    return 0
+
+# %% ../nbs/43_protocols.ipynb #8806fd90
+def wise_command(run_dir, alphas:list, out=None)->str:
+    "Write a run's WiSE-FT curve as wise.json and wise.png in `out` (default: the run's folder); the table as text."
+    rows, out = wise_curve(run_dir, alphas), Path(out or run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out/'wise.json', json.dumps(rows, indent=1))
+    fig = plot_wise(rows, f'WiSE-FT of {Path(run_dir).name}'); fig.savefig(out/'wise.png', dpi=100, bbox_inches='tight'); plt.close(fig)
+    names = [k for k in rows[0] if k != 'alpha']
+    return '\n'.join(['alpha  ' + '  '.join(names)] + [f"{r['alpha']:.2f}   " + '  '.join(f'{r[n]:.1f}' for n in names) for r in rows]
+                     + [f"written: {out/'wise.json'}, {out/'wise.png'}"])
+
+def ensemble_command(run_dirs:list, out=None)->str:
+    "The ensemble's table as text; also as JSON in `out` when given."
+    table = ensemble(run_dirs)
+    if out: Path(out).parent.mkdir(parents=True, exist_ok=True); atomic_write(out, json.dumps(table, indent=1))
+    return '\n'.join(f"{name}: " + ', '.join(f'{k} {v:.1f}' for k, v in row.items()) for name, row in table.items())
+
+# %% ../nbs/43_protocols.ipynb #64f9fb79
+#| eval: false
+if __name__ == '__main__': sys.exit(protocols_main())

@@ -10,7 +10,7 @@ import importlib, inspect, json, types, typing
 __all__ = ['STRATEGY_MODULES', 'LEARNED_FORMAT', 'FITTED', 'StrategyError', 'OptionError', 'check_option', 'Strategy',
            'Selection', 'adamw_recipe', 'register_strategy', 'list_strategies', 'get_strategy_class', 'get_strategy',
            'ZeroShot', 'base_strategy', 'check_strategy', 'added_parameters', 'Addition', 'strategy_spec',
-           'save_learned', 'load_learned', 'Combined']
+           'save_learned', 'read_learned', 'load_learned', 'Combined']
 
 # %% ../nbs/14_strategy.ipynb #7136875d
 import torch
@@ -19,6 +19,7 @@ from fastcore.docments import docments
 from .core import check_name, close_matches, save_safetensors, read_safetensors
 from .anatomy import trainable_names, train_only, freeze, set_grad_mask
 from .optim import default_param_groups, check_param_groups
+from .zeroshot import classification_metrics
 from fastcore.basics import patch
 
 # %% ../nbs/14_strategy.ipynb #c4428b70
@@ -130,6 +131,7 @@ class Selection(Strategy):
 # %% ../nbs/14_strategy.ipynb #2bfc416e
 Strategy.recipe = {}  # config values of the strategy's reference recipe, applied where the config does not set them
 Strategy.tasks = ('classification', 'retrieval')  # the tasks the strategy supports
+Strategy.names_new_classes = True  # False: what it fitted votes only for the training classes (a head, a cache)
 
 def adamw_recipe(lr:float, # peak learning rate
                  weight_decay:float=0.01, # decoupled weight decay (matrices only: see `optim.default_param_groups`)
@@ -154,11 +156,19 @@ def objective(self:Strategy, objective, # the default objective for the training
     return objective
 
 @patch
+def logits(self:Strategy, model:nn.Module, tokenizer, dataset, # what to classify
+           batch_size:int=256, # images per forward pass
+          )->tuple|None: # (logits [N, C], labels [N]), or None
+    "The strategy's own class scores on `dataset`, or None where the standard zero-shot head applies (default)."
+    return None
+
+@patch
 def evaluate(self:Strategy, model:nn.Module, tokenizer, dataset, # what to evaluate
              batch_size:int=256, # images per forward pass
             )->dict|None:
-    "The strategy's own classification metrics on `dataset`, or None for the standard zero-shot evaluation."
-    return None
+    "Classification metrics of the strategy's own `logits`, or None for the standard zero-shot evaluation."
+    scores = self.logits(model, tokenizer, dataset, batch_size)
+    return None if scores is None else classification_metrics(*scores)
 
 @patch
 def fit(self:Strategy, model:nn.Module, tokenizer, # the adapted model and its tokenizer
@@ -365,27 +375,34 @@ def save_learned(strategy:Strategy, # the strategy applied to `model`
     return save_safetensors(tensors, path, metadata=meta)
 
 # %% ../nbs/14_strategy.ipynb #013a4149
-def load_learned(model:nn.Module, # a fresh model of the backbone the file was trained on
-                 path, # a file written by `save_learned`
-                 backbone:str, # the backbone's name
-                )->Strategy: # the strategy, applied to `model`, with the learned tensors loaded
-    "Apply the saved strategy to `model` and load its learned tensors; another backbone or other shapes are refused."
+def read_learned(path, # a file written by `save_learned`
+                 backbone:str, # the backbone's name the caller will load it onto
+                )->tuple: # (strategy spec, learned tensors by name, fitted state)
+    "Read a learned-part file: the saved strategy's spec, the tensors it added and what its `fit` produced."
     tensors, meta = read_safetensors(path)
     if meta.get('format') != LEARNED_FORMAT:
         raise StrategyError(f"{str(path)!r} is not a learned-part file (format {meta.get('format')!r}, expected {LEARNED_FORMAT!r})")
     spec = json.loads(meta['strategy'])
     if meta['backbone'] != str(backbone):
         raise StrategyError(f"{str(path)!r} holds {spec} learned on backbone {meta['backbone']!r}; it cannot load onto {backbone!r}")
+    fitted = {k[len(FITTED):]: tensors.pop(k) for k in list(tensors) if k.startswith(FITTED)}
+    return spec, tensors, {**json.loads(meta.get('fitted', '{}')), **fitted}
+
+def load_learned(model:nn.Module, # a fresh model of the backbone the file was trained on
+                 path, # a file written by `save_learned`
+                 backbone:str, # the backbone's name
+                )->Strategy: # the strategy, applied to `model`, with the learned tensors loaded
+    "Apply the saved strategy to `model` and load its learned tensors; another backbone or other shapes are refused."
+    spec, tensors, fitted = read_learned(path, backbone)
     strategy = get_strategy(spec)
     strategy.apply(model)
-    fitted = {k[len(FITTED):]: tensors.pop(k) for k in list(tensors) if k.startswith(FITTED)}
-    strategy.load_fitted_state({**json.loads(meta.get('fitted', '{}')), **fitted})
+    strategy.load_fitted_state(fitted)
     sd, names = model.state_dict(), strategy.learned_names(model)
     wrong = {n: (list(t.shape), list(sd[n].shape) if n in sd else None) for n, t in tensors.items()
              if n not in names or list(sd[n].shape) != list(t.shape)}
     if wrong or set(names) != set(tensors):
         raise StrategyError(f"{str(path)!r} does not fit this model: (saved shape, model shape) {wrong or 'missing ' + str(sorted(set(names) - set(tensors)))}; "
-                            f"it was learned on {meta['backbone']!r} with {spec}")
+                            f"it was learned on {backbone!r} with {spec}")
     model.load_state_dict(tensors, strict=False)
     return strategy
 
@@ -417,6 +434,7 @@ class Combined(Strategy):
         self.name = '+'.join(p.name for p in self.parts)
         self.trains = any(p.trains for p in self.parts)
         self.tasks = tuple(t for t in self.parts[0].tasks if all(t in p.tasks for p in self.parts))
+        self.names_new_classes = all(p.names_new_classes for p in self.parts)
         self.recipe = {k: v for p in reversed(self.parts) for k, v in p.recipe.items()}
 
     def apply(self, model:nn.Module)->nn.Module:
@@ -458,8 +476,8 @@ def objective(self:Combined, objective):
     for p in self.parts: objective = p.objective(objective)
     return objective
 @patch
-def evaluate(self:Combined, model, tokenizer, dataset, batch_size:int=256):
-    return next((r for p in self.parts if (r := p.evaluate(model, tokenizer, dataset, batch_size)) is not None), None)
+def logits(self:Combined, model, tokenizer, dataset, batch_size:int=256):
+    return next((r for p in self.parts if (r := p.logits(model, tokenizer, dataset, batch_size)) is not None), None)
 @patch
 def fit(self:Combined, model, tokenizer, splits:dict, batch_size:int=256):
     for p in self.parts: p.fit(model, tokenizer, splits, batch_size)

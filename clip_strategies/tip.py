@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from .core import save_safetensors, read_safetensors
 from .anatomy import freeze
 from .data import dataset_attr
-from .zeroshot import evaluating, encode_images, image_features, class_text_features, classification_metrics
+from .zeroshot import evaluating, encode_images, image_features, split_features, class_text_features, classification_metrics
 from .strategy import Strategy, StrategyError, OptionError, register_strategy
 from fastcore.basics import patch
 
@@ -295,7 +295,7 @@ def search_scale_for(dataset)->list:
 @register_strategy('tip')
 class Tip(Strategy):
     "Tip-Adapter: CLIP frozen; a cache of the few-shot features votes next to the zero-shot weights; alpha/beta searched on val."
-    trains, tasks = False, ('classification',)
+    trains, tasks, names_new_classes = False, ('classification',), False
     config_keys = TIP_CONFIG_KEYS
     def __init__(self, alpha:float=1.0, # weight of the cache term (the start of Tip-F, and the answer without search)
                  beta:float=1.0, # sharpness of the cache affinities
@@ -374,7 +374,7 @@ def fit(self:Tip, model:nn.Module, tokenizer, # the frozen CLIP and its tokenize
     self.classnames = list(dataset_attr(train, 'classnames'))
     self.adapter = (slot_adapter(w, *slot_cache(keys, labels, len(w), self.cache_size), self.alpha, self.beta) if self.new
                     else TipAdapter(w, keys, labels, self.alpha, self.beta))
-    vf, vl = image_features(model, DataLoader(val, batch_size=batch_size)) if val is not None and len(val) else (None, None)
+    vf, vl = split_features(model, val, batch_size) if val is not None and len(val) else (None, None)
     self._finetune(passes, labels, vf, vl)
     scale = self.search_scale or search_scale_for(train)
     if self.search_best: self.found = {k: v for k, v in search(self.adapter, vf, vl, scale, self.search_step).items() if k != 'grid'}
@@ -385,14 +385,14 @@ def _finetune(self:Tip, passes, labels, vf, vl): "Tip trains nothing."; return N
 
 # %% ../nbs/50_tip.ipynb #7f2589e7
 @patch
-def evaluate(self:Tip, model:nn.Module, tokenizer, dataset, # what to evaluate
-              batch_size:int=256, # images per forward pass
-             )->dict:
-    "Classification metrics (top1, top5, nll, ece) of the fitted adapter on `dataset`; None when its class names differ."
+def logits(self:Tip, model:nn.Module, tokenizer, dataset, # what to classify
+           batch_size:int=256, # images per forward pass
+          )->tuple|None:
+    "The fitted adapter's `(logits, labels)` on `dataset` (`evaluate` turns them into metrics); None when its class names differ."
     if self.adapter is None: raise StrategyError(f"Strategy {self.name!r} is not fitted: call fit(model, tokenizer, splits) first")
     if list(dataset_attr(dataset, 'classnames') or []) != self.classnames: return None  # the cache votes for other classes
-    feats, labels = image_features(model, DataLoader(dataset, batch_size=batch_size))
-    with torch.no_grad(): return classification_metrics(self.adapter(feats), labels)
+    feats, labels = split_features(model, dataset, batch_size)
+    with torch.no_grad(): return self.adapter(feats), labels
 
 # %% ../nbs/50_tip.ipynb #7caea618
 @patch

@@ -10,7 +10,7 @@ import contextlib, warnings
 __all__ = ['evaluating', 'encode_images', 'encode_texts', 'text_features', 'class_text_features', 'image_features',
            'ZeroShotClassifier', 'expected_calibration_error', 'classification_metrics', 'retrieval_metrics',
            'UnseenWordsWarning', 'unseen_words', 'unseen_words_message', 'warn_unseen_words', 'model_logit_scale',
-           'evaluate_classification', 'evaluate_retrieval']
+           'split_features', 'classification_logits', 'evaluate_classification', 'evaluate_retrieval']
 
 # %% ../nbs/05_zeroshot.ipynb #a0389953
 import torch
@@ -210,9 +210,33 @@ def model_logit_scale(model:nn.Module)->float:
     return 100. if ls is None else float(ls.detach().exp().clamp(max=100.))
 
 # %% ../nbs/05_zeroshot.ipynb #231c1da2
-def evaluate_classification(model:nn.Module, # a CLIP model
-                            tokenizer, # its tokenizer
-                            dataset, # yields (image tensor, label); has `classnames` and `templates`
+def split_features(model:nn.Module, # a CLIP model (`encode_image`)
+                   dataset, # yields (image, label)
+                   batch_size:int=256, # images per forward pass
+                   device=None, # where to run (default: the model's device)
+                   num_workers:int=0, # DataLoader workers
+                  )->tuple: # (features [N, D] float32, normalised, on the CPU; labels [N] long)
+    "Encode `dataset` once: L2-normalised image features and integer labels."
+    feats, labels = image_features(model, DataLoader(dataset, batch_size=batch_size, num_workers=num_workers), device)
+    return feats, torch.as_tensor(labels).long()
+
+def classification_logits(model:nn.Module, # a CLIP model
+                          tokenizer, # its tokenizer
+                          dataset, # yields (image tensor, label); has `classnames` and `templates`
+                          batch_size:int=256, # images per forward pass
+                          device=None, # where to run (default: the model's device)
+                          templates=None, # override `dataset.templates`
+                          num_workers:int=0, # DataLoader workers
+                          logit_scale:float|None=None, # multiplier of the cosine similarities; None: the model's own `logit_scale.exp()`
+                         )->tuple: # (logits [N, C] on the CPU, labels [N])
+    "Zero-shot logits of `model` on every image of `dataset` with its prompt ensemble, and the labels."
+    warn_unseen_words(tokenizer, dataset.classnames)
+    w = class_text_features(model, tokenizer, dataset.classnames, templates or dataset.templates, device)
+    feats, labels = split_features(model, dataset, batch_size, device, num_workers)
+    scale = model_logit_scale(model) if logit_scale is None else float(logit_scale)
+    return scale * feats @ w.cpu().t(), labels
+
+def evaluate_classification(model:nn.Module, tokenizer, dataset, # the model, its tokenizer, a classification dataset
                             batch_size:int=256, # images per forward pass
                             device=None, # where to run (default: the model's device)
                             templates=None, # override `dataset.templates`
@@ -220,11 +244,7 @@ def evaluate_classification(model:nn.Module, # a CLIP model
                             logit_scale:float|None=None, # multiplier of the cosine similarities; None: the model's own `logit_scale.exp()`
                            )->dict:
     "Zero-shot `dict(top1, top5, nll, ece)` of `model` on `dataset` with its prompt ensemble."
-    warn_unseen_words(tokenizer, dataset.classnames)
-    w = class_text_features(model, tokenizer, dataset.classnames, templates or dataset.templates, device)
-    feats, labels = image_features(model, DataLoader(dataset, batch_size=batch_size, num_workers=num_workers), device)
-    scale = model_logit_scale(model) if logit_scale is None else float(logit_scale)
-    return classification_metrics(scale * feats @ w.cpu().t(), labels)
+    return classification_metrics(*classification_logits(model, tokenizer, dataset, batch_size, device, templates, num_workers, logit_scale))
 
 # %% ../nbs/05_zeroshot.ipynb #46b0d77f
 def _unique_images(dataset)->tuple[list[int], list[int]]:

@@ -42,6 +42,13 @@ def test_sidebar_lists_every_notebook():
     sidebar = (ROOT/'nbs'/'sidebar.yml').read_text()
     assert [nb.name for nb in (ROOT/'nbs').glob('*.ipynb') if nb.name not in sidebar] == []
 
+def test_readme_links_every_notebook():
+    readme = (ROOT/'README.md').read_text()
+    assert [nb.name for nb in sorted((ROOT/'nbs').glob('*.ipynb')) if nb.name != 'index.ipynb' and f'(nbs/{nb.name})' not in readme] == []
+
+def test_every_strategy_page_links_to_choose_a_strategy():
+    assert [p for p in STRATEGY_PAGES if '](44_choose.ipynb)' not in (ROOT/'nbs'/p).read_text()] == []
+
 def _serve(folder:Path)->tuple:
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
     handler.log_message = lambda *a: None

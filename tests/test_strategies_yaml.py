@@ -19,7 +19,7 @@ CASES = {
     'vpt': {'TRAINER.VPT.DEEP': True}, 'prefix': {'TRAINER.PREFIX.LENGTH': 2},
     'adapter': {'TRAINER.ADAPTER.REDUCTION': 8}, 'lora': {'TRAINER.LORA.RANK': 1}, 'clip_adapter': {'TRAINER.CLIP_ADAPTER.SIDE': 'both'},
     'tip': {'TRAINER.TIP.AUGMENT_EPOCH': 2}, 'tip_f': {'TRAINER.TIP_F.AUGMENT_EPOCH': 2},
-    'linear_probe': {}, 'zs_linear': {}, 'gda': {},
+    'linear_probe': {}, 'zs_linear': {}, 'gda': {}, 'lp_ft': {'TRAINER.LP_FT.STEPS': 2},
 }
 
 def test_every_registered_strategy_is_covered():
@@ -35,7 +35,7 @@ def test_strategy_runs_from_yaml(tmp_path, name):
     expected = count_params(cfg.build_strategy().apply(model))[0]
     assert m['trainable_params'] == expected
     assert (tmp_path/name/'model.safetensors').is_file()
-    fits_outside = name in ('tip', 'tip_f', 'linear_probe', 'zs_linear', 'gda')  # a cache or a head: kept in the same file
+    fits_outside = name in ('tip', 'tip_f', 'linear_probe', 'zs_linear', 'gda', 'lp_ft')  # a cache or a head: kept in the same file
     assert (tmp_path/name/'learned.safetensors').is_file() == (bool(getattr(model, 'added_parameters', None)) or fits_outside)
 
 def test_abs_switch_on_full_from_yaml(train_yaml):
