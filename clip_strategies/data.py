@@ -17,7 +17,7 @@ __all__ = ['OPENAI_TEMPLATES', 'IMAGENET7_TEMPLATES', 'DATASET_TEMPLATES', 'TEMP
            'image_folder', 'DatasetUnavailableError', 'data_dir', 'socket_timeout', 'open_torchvision',
            'torchvision_dataset', 'read_captions', 'CaptionDataset', 'caption_dataset', 'few_shot_indices',
            'class_halves', 'ClassSubset', 'subsample_classes', 'few_shot_splits', 'check_transform_names',
-           'build_transform', 'has_random_augmentation', 'dataset_attr', 'random_augmentation']
+           'build_transform', 'has_random_augmentation', 'dataset_attr', 'has_classes', 'random_augmentation']
 
 # %% ../nbs/04_data.ipynb #16aabdf7
 import torch
@@ -647,6 +647,12 @@ def dataset_attr(ds, # a dataset, possibly wrapped (`Subset`, `LabeledSubset`...
         if hasattr(ds, name): return getattr(ds, name)
         ds = getattr(ds, 'dataset', None)
     return default
+
+def has_classes(ds, # a dataset, possibly wrapped
+                classnames:list, # class names in label order
+               )->bool:
+    "Whether `ds` classifies exactly `classnames`, in the same order (what a fitted head or cache can score)."
+    return list(dataset_attr(ds, 'classnames') or []) == list(classnames)
 
 def random_augmentation(ds)->bool:
     "Whether a dataset's transform (looking through wrappers such as `LabeledSubset`) has a random step."

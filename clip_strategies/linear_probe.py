@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from .anatomy import freeze, unfreeze
 from .callback import Callback
 from .objectives import ClipObjective
-from .data import dataset_attr
+from .data import dataset_attr, has_classes
 from .zeroshot import split_features, class_text_features, classification_metrics, model_logit_scale
 from .strategy import Strategy, OptionError, register_strategy, adamw_recipe
 
@@ -172,7 +172,7 @@ def logits(self:HeadOnFeatures, model:nn.Module, tokenizer, dataset, # what to c
           )->tuple|None:
     "The fitted head's `(logits, labels)` on `dataset`; None (the standard evaluation) when its class names differ."
     if self.head is None: raise ValueError(f"{self.name}: call fit(model, tokenizer, splits) before evaluate")
-    if list(dataset_attr(dataset, 'classnames') or []) != self.head['classnames']: return None
+    if not has_classes(dataset, self.head['classnames']): return None
     x, y = split_features(model, dataset, batch_size)
     return x @ self.head['weight'].T + self.head['bias'], y
 
@@ -259,11 +259,11 @@ class ProbeFirstCB(Callback):
 
     def before_fit(self, learn):
         if learn.dls.valid is None: raise ValueError("lp_ft chooses the probe's C on a validation split; the learner has none")
-        names = list(dataset_attr(learn.dls.train.dataset, 'classnames'))
+        train = learn.dls.train.dataset
         tr, va = (split_features(learn.model, dl.dataset, dl.batch_size) for dl in (learn.dls.train, learn.dls.valid))
-        C, W, b, _ = search_C(*tr, *va, steps=self.strategy.steps, n_classes=len(names), max_iter=self.strategy.max_iter)
-        learn.model.probe_head = linear_head(W, b).to(learn.device)
-        self.strategy.probe = dict(classnames=names, C=C, probe_val_accuracy=100 * val_score(va[0] @ W.T + b, va[1])[0])
+        probe = self.strategy.fit_head(learn.model, None, tr, va, train)  # the linear probe's own C search
+        learn.model.probe_head = linear_head(probe.pop('weight'), probe.pop('bias')).to(learn.device)
+        self.strategy.probe = dict(probe, classnames=list(dataset_attr(train, 'classnames')))
 
     def after_fit(self, learn):
         "Take the trained head out of the model: the model is a plain CLIP again, the head lives on the strategy."
@@ -273,15 +273,10 @@ class ProbeFirstCB(Callback):
 
 # %% ../nbs/51_linear_probe.ipynb #1de7e74f
 @register_strategy('lp_ft')
-class LPFT(HeadOnFeatures):
+class LPFT(LinearProbe):
     "LP-FT (Kumar et al., ICLR 2022): fit the linear probe on frozen features, then fine-tune everything with it as the head."
     trains = True
     recipe = adamw_recipe(3e-4)  # the full fine-tune's mini-lab recipe: only the head's start differs
-    def __init__(self, steps:int=8, # bisection rounds of the probe's C search
-                 max_iter:int=1000, # L-BFGS iterations per probe fit
-                ):
-        self.store_options(steps=steps, max_iter=max_iter)
-        if steps < 0: raise OptionError(self.name, 'steps', steps, 'an integer >= 0')
     def apply(self, model:nn.Module)->nn.Module:
         "Make every parameter trainable (the head joins the model at the start of the fit)."
         return unfreeze(model)

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from .core import save_safetensors, read_safetensors
 from .anatomy import freeze
-from .data import dataset_attr
+from .data import dataset_attr, has_classes
 from .zeroshot import evaluating, encode_images, image_features, split_features, class_text_features, classification_metrics
 from .strategy import Strategy, StrategyError, OptionError, register_strategy
 from fastcore.basics import patch
@@ -244,7 +244,7 @@ def select_classes(keys:torch.Tensor, labels:torch.Tensor, # a (merged) cache
 # %% ../nbs/50_tip.ipynb #9b459835
 def val_accuracy(adapter:nn.Module, feats:torch.Tensor, labels:torch.Tensor)->float:
     "Top-1 accuracy (percent) of `adapter` on features."
-    with torch.no_grad(): return float((adapter(feats).argmax(-1) == labels).float().mean() * 100)
+    with torch.no_grad(): return classification_metrics(adapter(feats), labels)['top1']
 
 def finetune_keys(adapter:TipAdapter, # the adapter whose keys train (changed in place: the best epoch's keys)
                   passes:torch.Tensor, # `[P, M, D]` normalised training features, one augmented pass per epoch
@@ -390,7 +390,7 @@ def logits(self:Tip, model:nn.Module, tokenizer, dataset, # what to classify
           )->tuple|None:
     "The fitted adapter's `(logits, labels)` on `dataset` (`evaluate` turns them into metrics); None when its class names differ."
     if self.adapter is None: raise StrategyError(f"Strategy {self.name!r} is not fitted: call fit(model, tokenizer, splits) first")
-    if list(dataset_attr(dataset, 'classnames') or []) != self.classnames: return None  # the cache votes for other classes
+    if not has_classes(dataset, self.classnames): return None  # the cache votes for other classes
     feats, labels = split_features(model, dataset, batch_size)
     with torch.no_grad(): return self.adapter(feats), labels
 
