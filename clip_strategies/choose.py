@@ -9,14 +9,13 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['REQUIRED', 'SCORES', 'KINDS', 'GUIDE', 'DOCS', 'KIND_COLOURS', 'cell_value', 'check_rows', 'load_results',
-           'mean_or_none', 'run_score', 'seed_means', 'acting_parts', 'strategy_kind', 'pick', 'recommend',
-           'strategy_page', 'other_sets', 'linked', 'recommendation_table', 'frontier', 'scatter_strategies',
-           'plot_budgets', 'plot_forgetting']
+           'acting_parts', 'strategy_kind', 'pick', 'recommend', 'strategy_page', 'other_sets', 'linked',
+           'recommendation_table', 'frontier', 'scatter_strategies', 'plot_budgets', 'plot_forgetting']
 
 # %% ../nbs/44_choose.ipynb #04240aa9
 import matplotlib.pyplot as plt
 from .strategy import Addition, Strategy, get_strategy
-from .compare import check_strategies, score
+from .compare import check_strategies, summary
 
 # %% ../nbs/44_choose.ipynb #5ced500b
 REQUIRED = ('strategy', 'shots', 'seed', 'trainable_params', 'total_params', 'train_seconds')  # columns `recommend` reads
@@ -54,33 +53,6 @@ def load_results(path, # a comparison's results.json or results.csv, or its fold
     else: raise ValueError(f"{str(p)!r} is neither a .json nor a .csv file: pass the results.json or results.csv of a comparison")
     return check_rows(rows, repr(str(p)))
 
-# %% ../nbs/44_choose.ipynb #8163a108
-def mean_or_none(values:list)->float|None:
-    "The mean of `values` (the value itself when all are equal), or None when one of them is missing."
-    if any(v is None for v in values): return None
-    return values[0] if len(set(values)) == 1 else sum(values) / len(values)
-
-def run_score(row:dict)->float|None:
-    "What the comparison ranks a run by (`compare.score`), or None when the run has no score."
-    try: return score(row)
-    except (KeyError, TypeError): return None
-
-def seed_means(rows:list, # a comparison's rows
-               shots:int|None=None, # which shots (default: the most in the table)
-              )->list: # one row per strategy, in the table's order
-    "Per strategy at `shots`: every numeric column averaged over seeds, with `seeds`, `score` and `spread`."
-    shots, out = shots or max(r['shots'] for r in rows), []
-    for s in dict.fromkeys(r['strategy'] for r in rows):
-        rs = [r for r in rows if r['strategy'] == s and r['shots'] == shots]
-        if not rs: continue
-        row = {k: (mean_or_none([r.get(k) for r in rs]) if all(isinstance(r.get(k), (int, float, type(None))) for r in rs)
-                   else rs[0][k]) for k in dict.fromkeys(k for r in rs for k in r)}
-        scores = [run_score(r) for r in rs]
-        m = mean_or_none(scores)
-        sd = None if m is None else (sum((x - m) ** 2 for x in scores) / (len(scores) - 1)) ** .5 if len(scores) > 1 else 0.
-        out.append(row | dict(strategy=s, shots=shots, seeds=len(rs), score=m, spread=sd))
-    return [{k: v for k, v in r.items() if k != 'seed'} for r in out]
-
 # %% ../nbs/44_choose.ipynb #07671d5f
 KINDS = {'nothing': 'learns nothing', 'alone': 'learns a part saved alone', 'backbone': "changes CLIP's own weights"}
 
@@ -108,7 +80,7 @@ GUIDE = {  # case -> the advice it checks
     'near best, fastest': 'Close to the best for the least training time'}
 
 def pick(case:str, # a key of `GUIDE`
-         candidates:list, # the rows that may answer it (from `seed_means`)
+         candidates:list, # the rows that may answer it (from `compare.summary`)
          what:str, # the candidates in words, for `why`
          key=None, # what to maximise (default: the score)
          how:str='best', # what the pick is among the candidates, for `why`
@@ -128,7 +100,7 @@ def recommend(rows:list, # a comparison's rows (`load_results`)
     "For each case of the decision guide, the strategy the comparison backs and the row that backs it."
     if not isinstance(budget, (int, float)) or not 0 < budget <= 1: raise ValueError(f"budget is a share of the model's parameters in (0, 1], got {budget!r}")
     if not isinstance(tolerance, (int, float)) or tolerance < 0: raise ValueError(f"tolerance is a number of points >= 0, got {tolerance!r}")
-    means = seed_means(check_rows(rows), shots)
+    means = summary(check_rows(rows), shots)
     if not means: raise ValueError(f"No runs at {shots} shots; the table has {sorted({r['shots'] for r in rows})}")
     kind = {r['strategy']: strategy_kind(r['strategy']) for r in means}
     total = min(r['total_params'] for r in means)  # the model's own, before a strategy adds parameters
@@ -183,7 +155,7 @@ def recommendation_table(recs:list, # from `recommend`
     return '\n'.join(lines)
 
 # %% ../nbs/44_choose.ipynb #025a647f
-def frontier(means:list, # rows from `seed_means`
+def frontier(means:list, # rows from `compare.summary`
              cost, # row -> what it costs (trainable parameters, seconds...)
             )->list: # the rows on the front, cheapest first
     "The rows no other row beats on both score and cost: the best score each budget buys."
@@ -195,7 +167,7 @@ def frontier(means:list, # rows from `seed_means`
 # %% ../nbs/44_choose.ipynb #18e452f0
 KIND_COLOURS = {'nothing': 'tab:gray', 'alone': 'tab:blue', 'backbone': 'tab:red'}
 
-def scatter_strategies(ax, means:list, # rows from `seed_means`
+def scatter_strategies(ax, means:list, # rows from `compare.summary`
                        x, # row -> the x value
                        chosen:set=(), # strategies to circle
                        x_is_cost:bool=True, # True: less x is better (a budget); False: more is (accuracy kept)
@@ -219,7 +191,7 @@ def plot_budgets(rows:list, # a comparison's rows
                  shots:int|None=None, # which shots (default: the most)
                 ):
     "Score against trainable parameters and against training seconds, one point per strategy (mean over seeds)."
-    means, chosen = seed_means(rows, shots), {r['strategy'] for r in recs if r['strategy']}
+    means, chosen = summary(rows, shots), {r['strategy'] for r in recs if r['strategy']}
     fig, axs = plt.subplots(1, 2, figsize=(13, 4.5))
     scatter_strategies(axs[0], means, lambda r: r['trainable_params'], chosen)
     scatter_strategies(axs[1], means, lambda r: r['train_seconds'], chosen)
@@ -237,7 +209,7 @@ def plot_forgetting(rows:list, # a comparison's rows
     sets = other_sets(rows)
     if not sets: raise ValueError("The comparison tested no other dataset (DATASET.ALSO_TEST was empty): nothing to show forgotten")
     if other is not None and other not in sets: raise ValueError(f"No column {other + '_accuracy'!r}; the other test sets are {sets}")
-    other, means = other or sets[0], seed_means(rows, shots)
+    other, means = other or sets[0], summary(rows, shots)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     scatter_strategies(ax, means, lambda r: r.get(f'{other}_accuracy'), {r['strategy'] for r in recs if r['strategy']}, x_is_cost=False)
     ax.set(xlabel=f'accuracy kept on {other} (%)', ylabel=f"score on {means[0].get('dataset') or 'the target'} (%)")

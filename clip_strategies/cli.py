@@ -8,10 +8,10 @@ import argparse, json, sys, time, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['NEW_CLASSES', 'USER_ERRORS', 'RUN_ERRORS', 'backbone_input', 'image_transforms', 'task_of', 'build_splits',
-           'class_scores', 'evaluate', 'headline', 'unseen_class_words', 'check_output_dir', 'make_learner',
-           'other_test_sets', 'base_to_new', 'train', 'run', 'protocol_run', 'parse_args', 'resolve_config',
-           'train_main']
+__all__ = ['NEW_CLASSES', 'USER_ERRORS', 'RUN_ERRORS', 'backbone_input', 'image_transforms', 'task_of', 'check_task_of',
+           'test_split', 'build_splits', 'class_scores', 'evaluate', 'headline', 'unseen_class_words',
+           'check_output_dir', 'make_learner', 'other_test_sets', 'base_to_new', 'train', 'run', 'protocol_run',
+           'parse_args', 'resolve_config', 'train_main']
 
 # %% ../nbs/41_cli.ipynb #6ae51048
 from torchvision import transforms as T
@@ -57,11 +57,25 @@ def task_of(dataset)->str:
     if getattr(dataset, 'captions', None) is not None: return 'retrieval'
     raise ValueError(f"Dataset {getattr(dataset, 'name', type(dataset).__name__)!r} has neither classnames nor captions")
 
+def check_task_of(dataset, task:str, # DATASET.TASK: 'auto', 'classification' or 'retrieval'
+                 ):
+    "Refuse a dataset that is not for the task the config names."
+    if task not in ('auto', task_of(dataset)):
+        has = 'class names' if task_of(dataset) == 'classification' else 'captions'
+        raise ValueError(f"DATASET.TASK is {task!r} but dataset {getattr(dataset, 'name', type(dataset).__name__)!r} has {has}: "
+                         f"it is a {task_of(dataset)} dataset; set DATASET.TASK to 'auto' or choose a {task} dataset")
+
+def test_split(cfg:Config, test_transform):
+    "The config's test split alone (its base or new half of the classes when DATASET.SUBSAMPLE_CLASSES says so)."
+    test = get_dataset(cfg['DATASET.NAME'], cfg['DATASET.ROOT'] or None, 'test', test_transform)
+    return subsample_classes(test, cfg['DATASET.SUBSAMPLE_CLASSES']) if task_of(test) == 'classification' else test
+
 def build_splits(cfg:Config, preprocess)->dict:
     "`dict(train=, val=, test=, task=)` for the config's dataset: K-shot for classification, whole splits for retrieval."
     train_tf, test_tf = image_transforms(cfg, preprocess)
     name, root = cfg['DATASET.NAME'], cfg['DATASET.ROOT'] or None
     test = get_dataset(name, root, 'test', test_tf)
+    check_task_of(test, cfg['DATASET.TASK'])
     if task_of(test) == 'classification':
         splits = few_shot_splits(name, root, cfg['DATASET.NUM_SHOTS'], cfg['SEED'], train_tf, test_tf, cfg['DATASET.SUBSAMPLE_CLASSES'])
     else:
@@ -113,16 +127,17 @@ def check_output_dir(out:Path, resume:bool)->None:
 # %% ../nbs/41_cli.ipynb #231491fc
 def make_learner(cfg:Config, model, tokenizer, strategy, splits:dict, ckpt_dir:Path, resume:bool=False, progress:bool=True)->Learner:
     "The Learner the config describes, checkpointing into `ckpt_dir`."
-    dls = dataloaders(splits['train'], splits['val'], batch_size=cfg['DATALOADER.TRAIN_X.BATCH_SIZE'], seed=cfg['SEED'],
+    templates = dataset_attr(splits['train'], 'templates')
+    objective = strategy.objective(default_objective(splits['train'], tokenizer, templates and strategy.prompt_templates(templates)))
+    batch_size, accum = objective.accumulate(cfg['DATALOADER.TRAIN_X.BATCH_SIZE'], cfg['TRAIN.GRAD_ACCUM_STEPS'])
+    dls = dataloaders(splits['train'], splits['val'], batch_size=batch_size, seed=cfg['SEED'],
                       num_workers=cfg['DATALOADER.NUM_WORKERS'], valid_batch_size=cfg['DATALOADER.TEST.BATCH_SIZE'])
     schedule = LRScheduleCB(cfg['OPTIM.LR_SCHEDULER'], cfg['OPTIM.WARMUP_EPOCH'], cfg['OPTIM.WARMUP_TYPE'], cfg['OPTIM.WARMUP_CONS_LR'])
-    cbs = standard_cbs(cfg['TRAIN.PRECISION'], cfg['TRAIN.GRAD_ACCUM_STEPS'], cfg['OPTIM.MAX_GRAD_NORM'], schedule,
+    cbs = standard_cbs(cfg['TRAIN.PRECISION'], accum, cfg['OPTIM.MAX_GRAD_NORM'], schedule,
                        progress=progress, print_every=0 if progress else cfg['TRAIN.PRINT_FREQ'])
     cbs += [FeatureCacheCB(), CheckpointCB(ckpt_dir, resume=resume, model_name=cfg['MODEL.BACKBONE.NAME'], strategy=strategy.name)]
     opt_func = OptFunc(cfg['OPTIM.NAME'], cfg['OPTIM.WEIGHT_DECAY'], cfg['OPTIM.MOMENTUM'], strategy.param_groups)
-    templates = dataset_attr(splits['train'], 'templates')
-    objective = default_objective(splits['train'], tokenizer, templates and strategy.prompt_templates(templates))
-    return Learner(model, dls, strategy.objective(objective), cfg['OPTIM.LR'], cfg['OPTIM.MAX_EPOCH'], opt_func, cbs + strategy.callbacks())
+    return Learner(model, dls, objective, cfg['OPTIM.LR'], cfg['OPTIM.MAX_EPOCH'], opt_func, cbs + strategy.callbacks())
 
 # %% ../nbs/41_cli.ipynb #08a42089
 NEW_CLASSES = 'new_classes'  # the `also` entry of a base-to-new run: the test images of the classes training never saw

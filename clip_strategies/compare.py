@@ -9,9 +9,10 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['parse_strategy', 'strategy_label', 'check_strategies', 'reads_key', 'strategy_overrides', 'run_overrides',
-           'check_grid', 'compare_record', 'check_compare_dir', 'run_dir', 'finished', 'write_request', 'peak_memory',
-           'run_one', 'child_env', 'launch', 'tail', 'run_grid', 'run_row', 'write_table', 'score', 'mean_std',
-           'summary', 'ranking_table', 'plot_compare', 'compare', 'comma_list', 'parse_compare_args', 'compare_main']
+           'check_grid', 'task_refusals', 'compare_record', 'check_compare_dir', 'run_dir', 'finished', 'write_request',
+           'peak_memory', 'run_one', 'child_env', 'launch', 'tail', 'run_grid', 'run_row', 'write_table', 'score',
+           'mean_std', 'seed_mean', 'summary', 'ranking_table', 'plot_compare', 'compare', 'comma_list',
+           'parse_compare_args', 'compare_main']
 
 # %% ../nbs/42_compare.ipynb #2317be11
 import torch
@@ -19,10 +20,10 @@ import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
 from .core import atomic_write, close_matches
 from .data import get_dataset, few_shot_indices
-from .strategy import list_strategies
+from .strategy import list_strategies, get_strategy, StrategyError
 from .checkpoint import latest_checkpoint
 from .config import load_config, parse_overrides
-from .cli import run, resolve_config, USER_ERRORS, RUN_ERRORS
+from .cli import run, resolve_config, task_of, USER_ERRORS, RUN_ERRORS
 
 # %% ../nbs/42_compare.ipynb #7a0613bd
 def parse_strategy(text:str, # 'bitfit', 'lora+coop' or '[lora, coop]'
@@ -64,8 +65,8 @@ def run_overrides(spec, shots:int, seed:int, run_dir:Path, overrides:dict)->dict
     return {**strategy_overrides(spec, overrides), 'TRAINER.NAME': spec, 'DATASET.NUM_SHOTS': int(shots), 'SEED': int(seed),
             'OUTPUT_DIR': str(run_dir), 'TRAIN.PRINT_FREQ': 0}
 
-def check_grid(specs:list, shots:list, seeds:list, config, overrides:dict):
-    "Validate every strategy's config and the shots against the training split; raise naming what is wrong."
+def check_grid(specs:list, shots:list, seeds:list, config, overrides:dict)->str:
+    "Validate every strategy's config and the shots against the training split (raise naming what is wrong); return the task."
     bad = [k for k in shots if not isinstance(k, int) or isinstance(k, bool) or k < 1]
     if bad or not shots: raise ValueError(f"shots must be positive integers, got {list(shots)}")
     if not seeds or any(not isinstance(s, int) or isinstance(s, bool) for s in seeds): raise ValueError(f"seeds must be integers, got {list(seeds)}")
@@ -77,6 +78,18 @@ def check_grid(specs:list, shots:list, seeds:list, config, overrides:dict):
     cfg = load_config(config, run_overrides(specs[0], max(shots), seeds[0], Path('.'), overrides))
     train = get_dataset(cfg['DATASET.NAME'], cfg['DATASET.ROOT'] or None, split='train')
     if hasattr(train, 'labels'): few_shot_indices(train.labels, max(shots), seeds[0], 0, train.classnames)
+    return task_of(train)
+
+# %% ../nbs/42_compare.ipynb #34bfb8bb
+def task_refusals(specs:list, # strategy specs
+                  task:str, # 'classification' or 'retrieval'
+                 )->dict: # label -> why it cannot
+    "The strategies of `specs` that cannot train for `task`, each with its own `check_task` message."
+    out = {}
+    for spec in specs:
+        try: get_strategy(spec).check_task(task)
+        except StrategyError as e: out[strategy_label(spec)] = str(e)
+    return out
 
 # %% ../nbs/42_compare.ipynb #0061d3ed
 def compare_record(specs:list, shots:list, seeds:list, config, overrides:dict)->dict:
@@ -171,7 +184,8 @@ def run_row(d:Path, spec, shots:int, seed:int)->dict:
     m, r = (json.loads((Path(d)/f).read_text()) for f in ('metrics.json', 'resources.json'))
     row = dict(strategy=strategy_label(spec), shots=shots, seed=seed, task=m['task'], dataset=m['dataset'],
                accuracy=m.get('accuracy'), accuracy_before=m['before'].get('accuracy'), nll=m.get('nll'), ece=m.get('ece'),
-               i2t_r1=m.get('i2t_r1'), t2i_r1=m.get('t2i_r1'), trainable_params=m['trainable_params'],
+               i2t_r1=m.get('i2t_r1'), t2i_r1=m.get('t2i_r1'), i2t_r5=m.get('i2t_r5'), t2i_r5=m.get('t2i_r5'),
+               i2t_r1_before=m['before'].get('i2t_r1'), t2i_r1_before=m['before'].get('t2i_r1'), trainable_params=m['trainable_params'],
                total_params=m['total_params'], train_seconds=m['train_seconds'], **r)
     row |= {f'{n}_accuracy': (v['after'] or {}).get('accuracy') for n, v in m.get('also', {}).items()}
     return row | ({'harmonic_mean': m['base_to_new']['harmonic_mean']} if m.get('base_to_new') else {})
@@ -183,36 +197,52 @@ def write_table(rows:list, out:Path)->tuple:
     return atomic_write(Path(out)/'results.csv', buf.getvalue()), atomic_write(Path(out)/'results.json', json.dumps(rows, indent=1))
 
 # %% ../nbs/42_compare.ipynb #099c1861
-def score(row:dict)->float|None:
-    "What a run is ranked by: the base-to-new harmonic mean (None: cannot name new classes), else accuracy, else recall@1."
-    if 'harmonic_mean' in row: return row['harmonic_mean']
-    return row['accuracy'] if row.get('accuracy') is not None else (row['i2t_r1'] + row['t2i_r1']) / 2
+def score(row:dict, # a row of the table
+          before:bool=False, # the score before training instead of after
+         )->float|None:
+    "What a run is ranked by: the base-to-new harmonic mean, else accuracy, else mean recall@1 (None where it has none)."
+    end = '_before' if before else ''
+    if 'harmonic_mean' in row and not before: return row['harmonic_mean']
+    if row.get('accuracy' + end) is not None: return row['accuracy' + end]
+    r1 = row.get('i2t_r1' + end), row.get('t2i_r1' + end)
+    return None if None in r1 else (r1[0] + r1[1]) / 2
 
 def mean_std(xs)->tuple:
     "Mean and sample standard deviation (0 for one value)."
     t = torch.tensor([math.nan if x is None else float(x) for x in xs], dtype=torch.float64)
     return float(t.mean()), (float(t.std()) if len(t) > 1 else 0.)
 
+# %% ../nbs/42_compare.ipynb #3fba6f74
+def seed_mean(values:list):
+    "A column's mean over seeds: the value itself when all are equal, None when one is missing."
+    if any(v is None for v in values): return None
+    return values[0] if len(set(values)) == 1 else sum(values) / len(values)
+
+def _numeric(v)->bool: return v is None or isinstance(v, (int, float))
+
 def summary(rows:list, # the table's rows
             shots:int|None=None, # which shots (default: the most in the table)
            )->list: # one dict per strategy, best first
-    "Per strategy at `shots`: mean and spread of the score over seeds, parameters, time and memory."
+    "Per strategy at `shots`: every numeric column averaged over seeds, with `seeds`, the score's mean and spread, and `before`."
     shots, out = shots or max(r['shots'] for r in rows), []
     for s in dict.fromkeys(r['strategy'] for r in rows):
         rs = [r for r in rows if r['strategy'] == s and r['shots'] == shots]
         if not rs: continue
+        row = {k: seed_mean([r.get(k) for r in rs]) if all(_numeric(r.get(k)) for r in rs) else rs[0].get(k)
+               for k in dict.fromkeys(k for r in rs for k in r) if k != 'seed'}
         scores = [score(r) for r in rs]
         m, sd = (None, None) if None in scores else mean_std(scores)
-        out.append(dict(strategy=s, shots=shots, seeds=len(rs), score=m, spread=sd, before=rs[0]['accuracy_before'],
-                        trainable_params=rs[0]['trainable_params'], train_seconds=mean_std(r['train_seconds'] for r in rs)[0],
-                        peak_rss_mb=max(r['peak_rss_mb'] for r in rs)))
+        out.append(row | dict(strategy=s, shots=shots, seeds=len(rs), score=m, spread=sd, before=score(rs[0], before=True)))
     return sorted(out, key=lambda r: (r['score'] is None, -(r['score'] or 0)))
 
 def ranking_table(rows:list)->str:
     "The ranking at the most shots, as a Markdown table."
     top, b2n = summary(rows), any('harmonic_mean' in r for r in rows)
-    what = 'the harmonic mean of base and new accuracy (— : cannot name new classes)' if b2n else 'test score'
-    lines = [f"At {top[0]['shots']} shots, {what}, mean ± spread over {max(r['seeds'] for r in top)} seed(s):", '',
+    retrieval = top[0].get('task') == 'retrieval'
+    what = ('mean recall@1 of image→text and text→image' if retrieval else
+            'the harmonic mean of base and new accuracy (— : cannot name new classes)' if b2n else 'test score')
+    where = 'On the whole training split' if retrieval else f"At {top[0]['shots']} shots"
+    lines = [f"{where}, {what}, mean ± spread over {max(r['seeds'] for r in top)} seed(s):", '',
              '| rank | strategy | score | ± | trainable | train s | peak MiB |', '|---:|---|---:|---:|---:|---:|---:|']
     num = lambda v: '—' if v is None else f'{v:.1f}'
     lines += [f"| {i} | {r['strategy']} | {num(r['score'])} | {num(r['spread'])} | {r['trainable_params']:,} | {r['train_seconds']:.1f} "
@@ -254,7 +284,10 @@ def compare(strategies:list|None=None, # names, combinations ('lora+coop' or lis
     "Run every strategy over shots and seeds (resuming the folder's earlier runs); write the table, the plots and the ranking."
     if not isinstance(jobs, int) or jobs < 1: raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     specs, cfg, over, shots, seeds = check_strategies(list(strategies or list_strategies())), resolve_config(config), dict(overrides or {}), list(shots), list(seeds)
-    check_grid(specs, shots, seeds, cfg, over)
+    task = check_grid(specs, shots, seeds, cfg, over)
+    refused = task_refusals(specs, task)
+    if refused and strategies is not None: raise ValueError(' '.join(refused.values()))
+    specs, shots = [s for s in specs if strategy_label(s) not in refused], shots if task == 'classification' else [max(shots)]
     out, t0 = Path(out), time.time()
     check_compare_dir(out, compare_record(specs, shots, seeds, cfg, over))
     grid = [(s, k, seed) for k in shots for seed in seeds for s in specs]
@@ -266,7 +299,7 @@ def compare(strategies:list|None=None, # names, combinations ('lora+coop' or lis
     if rows:
         write_table(rows, out); atomic_write(out/'ranking.md', ranking_table(rows) + '\n')
         plt.close(plot_compare(rows, out/'compare.png'))
-    return dict(rows=rows, failed=[str(d) for d in failed], out=out, seconds=round(time.time() - t0, 1))
+    return dict(rows=rows, failed=[str(d) for d in failed], out=out, seconds=round(time.time() - t0, 1), left_out=sorted(refused))
 
 # %% ../nbs/42_compare.ipynb #7b111354
 def comma_list(kind:type):
@@ -298,6 +331,7 @@ def compare_main(argv=None)->int:
                        args.jobs, not args.no_progress)
     except RUN_ERRORS as e: print(f"clip_strategies_compare: error: {e}", file=sys.stderr); return 1
     except USER_ERRORS as e: print(f"clip_strategies_compare: error: {e.args[0] if e.args else e}", file=sys.stderr); return 2
+    if res['left_out']: print(f"note: left out {', '.join(res['left_out'])}: they cannot train for this dataset's task")
     if res['rows']: print(ranking_table(res['rows']))
     print(f"{len(res['rows'])} runs in {res['out']} (results.csv, results.json, ranking.md, compare.png); {res['seconds']:.0f} s")
     if res['failed']: print(f"{len(res['failed'])} run(s) failed (see their log.txt): run the same command again to retry them", file=sys.stderr)

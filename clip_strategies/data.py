@@ -455,9 +455,12 @@ def read_captions(path, # a .csv (header with `image`, `caption`) or .jsonl file
         caption = str(row['caption'] or '').strip()
         if not caption: raise ValueError(f"{str(path)}:{i}: empty caption for image {row['image']!r}")
         img = Path(str(row['image']))
-        items.append((str(img if img.is_absolute() else path.parent/img), caption))
+        items.append((i, str(img if img.is_absolute() else path.parent/img), caption))
     if not items: raise ValueError(f"Caption file {str(path)!r} has no rows")
-    return items
+    missing = [f"line {i}: {p!r}" for i, p, _ in items if not Path(p).is_file()]
+    if missing: raise FileNotFoundError(f"{str(path)}: {len(missing)} of {len(items)} images do not exist ({'; '.join(missing[:5])}"
+                                        f"{' ...' if len(missing) > 5 else ''}); paths are relative to the caption file's folder")
+    return [(p, c) for _, p, c in items]
 
 # %% ../nbs/04_data.ipynb #65c0fb3e
 class CaptionDataset(Dataset):

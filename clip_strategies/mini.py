@@ -13,13 +13,15 @@ from typing import Callable
 __all__ = ['MINI_SHAPE_MASKS', 'MINI_SHAPES', 'MINI_COLORS', 'MINI_BACKGROUNDS', 'MINI_SIZES', 'MINI_SIZE_EDGES', 'MINI_RADIUS',
            'MINI_SIZE', 'MINI_SUPERSAMPLE', 'MINI_ATTRIBUTES', 'MINI_STYLES', 'MINI_CAPTION_PREFIXES', 'BYTE_SYMBOLS',
            'WORD_END', 'MINI_BPE_CAPTIONS', 'MINI_BPE_SEED', 'MINI_BPE_MERGES', 'MINI_BPE_WORDS', 'MINI_CONTEXT',
-           'MINI_MEAN', 'MINI_STD', 'MINI_CONFIG', 'MINI_STEPS', 'MINI_BATCH_SIZE', 'MINI_WEIGHTS', 'MINI_TEMPLATES',
-           'MINI_SPLIT_SIZES', 'MINI_CAPTION_SIZES', 'MINI_DATA_SEED', 'MINI_DATASETS', 'shape_coverage',
-           'sample_scenes', 'render_scenes', 'scene_caption', 'scene_captions', 'clean_text', 'split_words',
-           'word_symbols', 'merge_pair', 'corpus_word_counts', 'train_bpe', 'mini_bpe_corpus', 'MiniBPE',
-           'mini_tokenizer', 'mini_model', 'mini_preprocess', 'images_to_tensor', 'caption_targets', 'soft_clip_loss',
-           'corpus_batch', 'warmup_cosine', 'torch_threads', 'pretrain_mini', 'build_mini', 'mini_metadata',
-           'check_mini_header', 'load_mini', 'MiniClassification', 'MiniCaptions', 'mini_shapes', 'mini_shift',
+           'MINI_MEAN', 'MINI_STD', 'MINI_CONFIG', 'MINI_STEPS', 'MINI_BATCH_SIZE', 'MINI_WEIGHTS', 'MINI_POSITIONS',
+           'MINI_CAPTION_STYLES', 'MINI_PAIR_GAP', 'MINI_TEMPLATES', 'MINI_SPLIT_SIZES', 'MINI_CAPTION_SIZES',
+           'MINI_DATA_SEED', 'MINI_DATASETS', 'shape_coverage', 'sample_scenes', 'render_scenes', 'paint',
+           'scene_caption', 'scene_captions', 'clean_text', 'split_words', 'word_symbols', 'merge_pair',
+           'corpus_word_counts', 'train_bpe', 'mini_bpe_corpus', 'MiniBPE', 'mini_tokenizer', 'mini_model',
+           'mini_preprocess', 'images_to_tensor', 'caption_targets', 'soft_clip_loss', 'corpus_batch', 'warmup_cosine',
+           'torch_threads', 'pretrain_mini', 'build_mini', 'mini_metadata', 'check_mini_header', 'load_mini',
+           'sample_composed_scenes', 'render_composed_scenes', 'composed_caption', 'composed_captions',
+           'distinct_composed_scenes', 'MiniClassification', 'MiniCaptions', 'mini_shapes', 'mini_shift',
            'mini_captions', 'mini_dataset']
 
 # %% ../nbs/02_mini.ipynb #66ad7f98
@@ -124,6 +126,7 @@ def sample_scenes(rng:np.random.Generator, # the source of randomness
     return dict(shape=shape, color=color, size=np.digitize(radius, MINI_SIZE_EDGES), background=background,
                 radius=radius, cx=cx, cy=cy, rotation=rotation)
 
+# %% ../nbs/02_mini.ipynb #096923db
 _COLOR_RGB = np.array(list(MINI_COLORS.values()), np.float32)
 _BACKGROUND_RGB = np.array(list(MINI_BACKGROUNDS.values()), np.float32)
 
@@ -133,12 +136,20 @@ def render_scenes(scenes:dict, # from `sample_scenes`
                  )->np.ndarray:
     "Images `[N, MINI_SIZE, MINI_SIZE, 3]` (uint8) of `scenes` in `style`."
     if style not in MINI_STYLES: raise ValueError(f"Unknown style {style!r}; allowed: {list(MINI_STYLES)}")
-    n = len(scenes['shape'])
     outline = 0.35*scenes['radius'] if style == 'sketch' else 0.
-    a = shape_coverage(scenes['shape'], scenes['cx'], scenes['cy'], scenes['radius'], scenes['rotation'], outline)[..., None]
+    a = shape_coverage(scenes['shape'], scenes['cx'], scenes['cy'], scenes['radius'], scenes['rotation'], outline)
+    return paint(a, scenes, rng, negative=style == 'negative')
+
+def paint(coverage:np.ndarray, # [N, MINI_SIZE, MINI_SIZE] shape coverage in [0, 1]
+          scenes:dict, # the scenes' `color` and `background` ids
+          rng:np.random.Generator, # for colour jitter and pixel noise
+          negative:bool=False, # swap the shape's and the background's colours
+         )->np.ndarray:
+    "Images `[N, MINI_SIZE, MINI_SIZE, 3]` (uint8): each scene's colour where the shape covers, its background elsewhere."
+    n, a = len(coverage), coverage[..., None]
     fg = _COLOR_RGB[scenes['color']] + rng.normal(0, 12, (n, 3)).astype(np.float32)
     bg = _BACKGROUND_RGB[scenes['background']] + rng.normal(0, 12, (n, 3)).astype(np.float32)
-    if style == 'negative': fg, bg = bg, fg
+    if negative: fg, bg = bg, fg
     img = bg[:, None, None]*(1 - a) + fg[:, None, None]*a + rng.normal(0, 4, (n, MINI_SIZE, MINI_SIZE, 1)).astype(np.float32)
     return img.clip(0, 255).round().astype(np.uint8)
 
@@ -167,14 +178,12 @@ def scene_caption(scene:dict, # one scene: attribute name -> int
 
 def scene_captions(scenes:dict, # from `sample_scenes`
                    rng:np.random.Generator, # picks what to mention and how
-                   full:bool=False, # mention every attribute (for retrieval) instead of a random subset
                   )->tuple[list[str], np.ndarray]:
     "`(captions, mentions)`: one caption per scene and a bool array `[N, len(MINI_ATTRIBUTES)]` of what each mentions."
     n = len(scenes['shape'])
     u = rng.random((n, 5))
     mentions = np.stack([u[:, 0] < 0.9, u[:, 1] < 0.7, (u[:, 2] < 0.5) & (scenes['size'] != 1), u[:, 3] < 0.3], 1)
     mentions[:, 1] |= ~mentions[:, 0]  # a caption without the shape names the colour
-    if full: mentions = np.stack([np.ones(n, bool), np.ones(n, bool), scenes['size'] != 1, np.ones(n, bool)], 1)
     prefixes = rng.integers(0, len(MINI_CAPTION_PREFIXES), n)
     caps = [scene_caption({a: int(scenes[a][i]) for a in MINI_ATTRIBUTES}, dict(zip(MINI_ATTRIBUTES, mentions[i])),
                           MINI_CAPTION_PREFIXES[prefixes[i]], shape_word=u[i, 4] < 0.1) for i in range(n)]
@@ -543,6 +552,63 @@ def load_mini(device=None, # where to put the model (default: CUDA if available)
     return model.to(get_device(device)).eval(), mini_preprocess(), mini_tokenizer()
 
 # %% ../nbs/02_mini.ipynb #ab1b5384
+MINI_POSITIONS = ('in the middle', 'on the left', 'on the right', 'at the top', 'at the bottom') # where a small shape sits
+_POSITION_XY = np.array([(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)], np.float32)
+MINI_CAPTION_STYLES = ('a photo of', 'a sketch of') # how a caption starts: filled shape (0) or outline (1)
+MINI_PAIR_GAP = 8. # pixels from the image centre to each shape of a pair
+
+def sample_composed_scenes(rng:np.random.Generator, # the source of randomness
+                           n:int, # number of scenes
+                          )->dict:
+    "Scenes of `sample_scenes` plus a count (1 or 2), a position (small single shapes) and a style (filled or sketch)."
+    s = sample_scenes(rng, n)
+    count = 1 + (rng.random(n) < 0.15).astype(np.int64)
+    radius = np.where(count == 2, rng.uniform(4.5, 6.5, n), s['radius'])
+    size = np.where(count == 2, 0, s['size'])
+    position = np.where((size == 0) & (count == 1), rng.integers(0, len(MINI_POSITIONS), n), 0)
+    shift = (MINI_SIZE/2 - radius - 3)[:, None] * _POSITION_XY[position]  # towards the border, 1 px inside the frame
+    return dict(s, count=count, radius=radius, size=size, position=position, cx=s['cx'] + shift[:, 0],
+                cy=s['cy'] + shift[:, 1], style=rng.integers(0, len(MINI_CAPTION_STYLES), n))
+
+# %% ../nbs/02_mini.ipynb #1f473ace
+def render_composed_scenes(scenes:dict, # from `sample_composed_scenes`
+                           rng:np.random.Generator, # for colour jitter and pixel noise
+                          )->np.ndarray:
+    "Images `[N, MINI_SIZE, MINI_SIZE, 3]` (uint8): one shape or a pair side by side, filled or as an outline."
+    outline = np.where(scenes['style'] == 1, 0.35*scenes['radius'], 0.)
+    dx = MINI_PAIR_GAP * (scenes['count'] == 2)
+    cover = lambda d: shape_coverage(scenes['shape'], scenes['cx'] + d, scenes['cy'], scenes['radius'], scenes['rotation'], outline)
+    return paint(np.maximum(cover(-dx), cover(dx)), scenes, rng)
+
+# %% ../nbs/02_mini.ipynb #efd7552f
+def _plural(word:str)->str: return word + ('es' if word[-1] in 'sx' else 's')
+
+def composed_caption(scene:dict, # one scene of `sample_composed_scenes`: attribute name -> int
+                    )->str:
+    "The caption naming every attribute of a composed scene."
+    color, shape = list(MINI_COLORS)[scene['color']], MINI_SHAPES[scene['shape']]
+    if scene['count'] == 2: phrase = f"two {color} {_plural(shape)}"
+    else:
+        words = ' '.join(w for w in (MINI_SIZES[scene['size']], color, shape) if w)
+        phrase = f"{_article(words)} {words} {MINI_POSITIONS[scene['position']]}"
+    return f"{MINI_CAPTION_STYLES[scene['style']]} {phrase} on a {list(MINI_BACKGROUNDS)[scene['background']]} background."
+
+def composed_captions(scenes:dict)->list[str]:
+    "One caption per scene of `sample_composed_scenes`."
+    return [composed_caption({k: int(v[i]) for k, v in scenes.items() if v.dtype.kind == 'i'}) for i in range(len(scenes['shape']))]
+
+def distinct_composed_scenes(rng:np.random.Generator, # the source of randomness
+                             n:int, # number of scenes
+                            )->tuple[dict, list[str]]:
+    "`(scenes, captions)`: `n` composed scenes whose captions all differ, so each caption has exactly one right image."
+    scenes = sample_composed_scenes(rng, 4*n)
+    first = {c: i for i, c in reversed(list(enumerate(composed_captions(scenes))))}
+    keep = np.sort(np.fromiter(first.values(), np.int64))[:n]
+    if len(keep) < n: raise ValueError(f"Only {len(keep)} distinct captions among {4*n} scenes; ask for fewer than {n}")
+    scenes = {k: v[keep] for k, v in scenes.items()}
+    return scenes, composed_captions(scenes)
+
+# %% ../nbs/02_mini.ipynb #ccdfa93c
 MINI_TEMPLATES = ['a photo of a {}.', 'a drawing of a {}.', 'an image of a {}.', 'a picture of a {}.',
                   'a rendering of a {}.', 'a {} shape.', 'this is a {}.']
 MINI_SPLIT_SIZES = {'train': 100, 'val': 25, 'test': 150} # images per class
@@ -556,9 +622,8 @@ def _task_arrays(task:str, split:str, style:str='plain')->tuple:
     "Rendered `(images, labels_or_captions)` of one task split (cached; arrays are read-only)."
     rng = np.random.default_rng([MINI_DATA_SEED, _TASK_IDS[task], _SPLIT_IDS[split], MINI_STYLES.index(style)])
     if task == 'mini_captions':
-        scenes = sample_scenes(rng, MINI_CAPTION_SIZES[split])
-        images = render_scenes(scenes, rng, style)
-        out = tuple(scene_captions(scenes, rng, full=True)[0])
+        scenes, captions = distinct_composed_scenes(rng, MINI_CAPTION_SIZES[split])
+        images, out = render_composed_scenes(scenes, rng), tuple(captions)
     else:
         labels = rng.permutation(np.repeat(np.arange(len(MINI_SHAPES)), MINI_SPLIT_SIZES[split]))
         images = render_scenes(sample_scenes(rng, len(labels), shapes=labels), rng, style)
@@ -609,7 +674,7 @@ def mini_shift(split:str='test', # 'train', 'val' or 'test'
 def mini_captions(split:str='test', # 'train', 'val' or 'test'
                   transform:Callable|None=None, # applied to each PIL image
                  )->MiniCaptions:
-    "Image–caption pairs from the pretraining distribution, every attribute in the caption: retrieval."
+    "Composed scenes, each with the caption that names all its attributes: image–text retrieval."
     check_name('split', split, _SPLIT_IDS)
     images, captions = _task_arrays('mini_captions', split)
     return MiniCaptions(images, captions, transform, 'mini_captions')

@@ -11,6 +11,7 @@ __all__ = ['ClipObjective', 'TextHeadClassification', 'ContrastiveLoss', 'defaul
 # %% ../nbs/08_objectives.ipynb #87efdc9e
 import torch
 import torch.nn.functional as F
+from contextlib import nullcontext
 from fastcore.basics import patch
 from .anatomy import text_names, trim_tokens, text_trimmable, encode_text_trimmed
 from .callback import Callback
@@ -106,23 +107,83 @@ def after_validate(self:TextHeadClassification, learn):
     if self.text_trains: self._fixed = None
 
 # %% ../nbs/08_objectives.ipynb #f08643b4
+@patch
+def accumulate(self:ClipObjective, batch_size:int, # DATALOADER.TRAIN_X.BATCH_SIZE: items per forward pass
+               steps:int, # TRAIN.GRAD_ACCUM_STEPS: forward passes per optimiser step
+              )->tuple: # (items per loader batch, loader batches per optimiser step)
+    "How the objective accumulates gradients: by default, `steps` loader batches of `batch_size` per optimiser step."
+    return batch_size, steps
+
+# %% ../nbs/08_objectives.ipynb #d5692848
 class ContrastiveLoss(ClipObjective):
     "CLIP's symmetric cross-entropy on image-caption pairs: each image must pick its caption, each caption its image."
     def __init__(self, tokenizer, # callable: list[str] -> LongTensor[N, context_length]
-                ): self.tokenizer = tokenizer
+                 micro_batch:int|None=None, # encode a training batch in chunks of this many pairs (None: all at once)
+                ):
+        if micro_batch is not None and (isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1):
+            raise ValueError(f"micro_batch must be None or an integer >= 1, got {micro_batch!r}")
+        self.tokenizer, self.micro_batch, self._leaves = tokenizer, micro_batch, None
+
+    def accumulate(self, batch_size:int, steps:int)->tuple:
+        "One loader batch holds all `steps` micro-batches, so every pair meets every other as a negative."
+        if steps > 1: self.micro_batch = batch_size
+        return batch_size * steps, 1
+
+    def chunked(self, learn)->bool:
+        "Whether this batch is encoded in micro-batches (training, and larger than one micro-batch)."
+        return learn.training and self.micro_batch is not None and len(learn.yb) > self.micro_batch
 
     def predict(self, learn):
         "Image-to-caption logits `[B, B]` for the pairs of the batch."
         image, cached = self.images(learn)
-        img, txt, scale = self.features(learn, image=image, text=self.tokens(learn, self.tokenizer(list(learn.yb))))
-        learn.preds = scale * (cached if image is None else img) @ txt.t()
+        tokens = self.tokens(learn, self.tokenizer(list(learn.yb)))
+        if self.chunked(learn): img, txt, scale = self.cache_features(learn, image, cached, tokens)
+        else:
+            img, txt, scale = self.features(learn, image=image, text=tokens)
+            img = cached if image is None else img
+        learn.preds = scale * img @ txt.t()
 
     def get_loss(self, learn):
         labels = torch.arange(len(learn.preds), device=learn.preds.device)
         learn.loss = (F.cross_entropy(learn.preds, labels) + F.cross_entropy(learn.preds.t(), labels)) / 2
 
     def targets(self, learn)->torch.Tensor: return torch.arange(len(learn.preds), device=learn.preds.device)
-    def __repr__(self): return 'ContrastiveLoss()'
+    def __repr__(self): return f'ContrastiveLoss(micro_batch={self.micro_batch})'
+
+# %% ../nbs/08_objectives.ipynb #8ee6e8da
+@patch
+def cache_features(self:ContrastiveLoss, learn, image, cached, tokens)->tuple:
+    "Features of the whole batch, encoded micro-batch by micro-batch without gradients, as leaves the loss can differentiate."
+    n, parts = len(tokens), []
+    with torch.no_grad():
+        for sl in _slices(n, self.micro_batch):
+            img, txt, scale = self.features(learn, image=None if image is None else image[sl], text=tokens[sl])
+            parts.append((img, txt))
+    img = cached if image is None else torch.cat([p[0] for p in parts])
+    leaves = [t.detach().requires_grad_() for t in (img, torch.cat([p[1] for p in parts]), scale)]
+    self._leaves = (image, tokens, *leaves)
+    return leaves
+
+def _slices(n:int, size:int)->list: return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+@patch
+def after_backward(self:ContrastiveLoss, learn):
+    "Back-propagate the loss's gradient of each micro-batch's features through that micro-batch, encoded again."
+    if self._leaves is None: return
+    image, tokens, img, txt, scale = self._leaves
+    self._leaves, slices = None, _slices(len(tokens), self.micro_batch)
+    for i, sl in enumerate(slices):
+        with _no_sync(learn, last=i == len(slices) - 1):  # DDP wants the forward and the backward inside
+            with learn.autocast(): f_img, f_txt, f_scale = self.features(learn, image=None if image is None else image[sl], text=tokens[sl])
+            pairs = [(f_txt, txt.grad[sl])] + ([(f_img, img.grad[sl])] if image is not None else []) + ([(f_scale, scale.grad)] if i == 0 else [])
+            pairs = [(f, g) for f, g in pairs if f.requires_grad]  # a frozen tower (or temperature) has nothing to receive
+            if pairs: torch.autograd.backward(*zip(*pairs))
+
+def _no_sync(learn, last:bool):
+    "Under several processes, hold the gradient all-reduce until the last micro-batch."
+    acc = getattr(learn, 'accelerator', None)
+    if last or acc is None or acc.num_processes < 2: return nullcontext()
+    return acc.no_sync(learn.fwd_model)
 
 # %% ../nbs/08_objectives.ipynb #95b2c80b
 def default_objective(ds, # the training dataset (or a loader of it), possibly wrapped in subsets

@@ -4,12 +4,13 @@
 
 # %% ../nbs/43_protocols.ipynb #6c77a02c
 from __future__ import annotations
-import argparse, json, sys
+import argparse, copy, json, sys
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['check_mixable', 'interpolate', 'load_run', 'run_ends', 'test_sets', 'wise_curve', 'plot_wise', 'run_probabilities',
-           'run_label', 'ensemble', 'parse_protocol_args', 'protocols_main', 'wise_command', 'ensemble_command']
+           'run_label', 'ensemble', 'parse_protocol_args', 'protocols_main', 'wise_command', 'ensemble_command',
+           'saliency_command']
 
 # %% ../nbs/43_protocols.ipynb #37e27a24
 import torch
@@ -21,7 +22,8 @@ from .zeroshot import classification_metrics
 from .models import load_clip
 from .data import get_dataset
 from .config import load_config
-from .cli import build_splits, evaluate, image_transforms, task_of, class_scores, USER_ERRORS, RUN_ERRORS
+from .cli import test_split, evaluate, image_transforms, task_of, class_scores, USER_ERRORS, RUN_ERRORS
+from .saliency import changed_predictions, saliency_figure
 
 # %% ../nbs/43_protocols.ipynb #71db720b
 def check_mixable(zero_shot:dict, fine_tuned:dict, # two state dicts
@@ -70,7 +72,7 @@ def test_sets(run:dict, # what `load_run` gives
              )->dict: # name -> dataset
     "A run's test split and the other test sets its config names (`DATASET.ALSO_TEST`), with the run's test transform."
     cfg, test_tf = run['cfg'], image_transforms(run['cfg'], run['preprocess'])[1]
-    return {cfg['DATASET.NAME']: build_splits(cfg, run['preprocess'])['test'],
+    return {cfg['DATASET.NAME']: test_split(cfg, test_tf),
             **{n: get_dataset(n, None, 'test', test_tf) for n in cfg['DATASET.ALSO_TEST']}}
 
 def wise_curve(run_dir, # a finished run's folder
@@ -123,9 +125,10 @@ def ensemble(run_dirs:list, # two or more finished runs' folders, on the same da
     for d in run_dirs:
         run = load_run(d)
         probs = run_probabilities(run, batch_size)
-        if first is not None and {n: y.tolist() for n, (_, y) in probs.items()} != first:
+        labels = {n: y.tolist() for n, (_, y) in probs.items()}
+        if first is not None and labels != first:
             raise ValueError(f"{str(d)!r} was tested on other images or labels than {str(run_dirs[0])!r}: ensembles need runs on the same dataset and test sets")
-        first = first or {n: y.tolist() for n, (_, y) in probs.items()}
+        first = first or labels
         members.append((run_label(run), probs))
     table = {}
     for name in first:
@@ -147,12 +150,19 @@ def parse_protocol_args(argv=None)->argparse.Namespace:
     e = sub.add_parser('ensemble', help="accuracy of the average of finished runs' class probabilities")
     e.add_argument('run_dirs', nargs='+', help="two or more finished runs' folders, on the same dataset")
     e.add_argument('--out', default=None, help="a JSON file for the table (default: print only)")
+    s = sub.add_parser('saliency', help="where a finished run's model looks, before and after training: writes a PNG")
+    s.add_argument('run_dir', help="a finished run's folder (OUTPUT_DIR), trained for classification")
+    s.add_argument('--method', choices=['grad_cam', 'rollout'], default='grad_cam', help="Grad-CAM for the true class, or attention rollout (ViT)")
+    s.add_argument('--images', type=int, default=6, help="at most this many test images whose prediction training changed")
+    s.add_argument('--out', default=None, help="the PNG to write (default: saliency_<method>.png in the run's folder)")
     return p.parse_args(argv)
 
 def protocols_main(argv=None)->int:
     "Entry point of `clip_strategies_protocols`."
     a = parse_protocol_args(argv)
-    try: result = wise_command(a.run_dir, a.alphas, a.out) if a.protocol == 'wise' else ensemble_command(a.run_dirs, a.out)
+    commands = dict(wise=lambda: wise_command(a.run_dir, a.alphas, a.out), ensemble=lambda: ensemble_command(a.run_dirs, a.out),
+                    saliency=lambda: saliency_command(a.run_dir, a.method, a.images, a.out))
+    try: result = commands[a.protocol]()
     except RUN_ERRORS as e: print(f"clip_strategies_protocols: error: {e}", file=sys.stderr); return 1
     except USER_ERRORS as e: print(f"clip_strategies_protocols: error: {e.args[0] if e.args else e}", file=sys.stderr); return 2
     print(result)
@@ -174,6 +184,21 @@ def ensemble_command(run_dirs:list, out=None)->str:
     table = ensemble(run_dirs)
     if out: Path(out).parent.mkdir(parents=True, exist_ok=True); atomic_write(out, json.dumps(table, indent=1))
     return '\n'.join(f"{name}: " + ', '.join(f'{k} {v:.1f}' for k, v in row.items()) for name, row in table.items())
+
+def saliency_command(run_dir, method:str='grad_cam', images:int=6, out=None)->str:
+    "Draw where a run's model looks before and after training, on test images whose prediction changed; write a PNG."
+    if images < 1: raise ValueError(f"--images must be at least 1, got {images}")
+    e = run_ends(run_dir)
+    test = test_sets(e)[e['cfg']['DATASET.NAME']]
+    if task_of(test) != 'classification': raise ValueError(f"Saliency maps explain class scores; {e['cfg']['DATASET.NAME']!r} is a {task_of(test)} dataset")
+    before = e['model']  # fresh: the zero-shot end
+    tuned = copy.deepcopy(before); tuned.load_state_dict(e['fine_tuned'])
+    picked = changed_predictions(before, tuned, e['tokenizer'], test, limit=images)
+    if not picked: return f"Training changed no prediction among the first test images of {str(run_dir)!r}: nothing to show"
+    out = Path(out or Path(run_dir)/f'saliency_{method}.png'); out.parent.mkdir(parents=True, exist_ok=True)
+    fig = saliency_figure({'before': before, 'after': tuned}, e['tokenizer'], test, picked, e['preprocess'], method)
+    fig.savefig(out, dpi=100, bbox_inches='tight'); plt.close(fig)
+    return f"{len(picked)} images whose prediction changed: {out}"
 
 # %% ../nbs/43_protocols.ipynb #64f9fb79
 #| eval: false

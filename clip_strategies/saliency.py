@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from torch import nn
 from torchvision import transforms as T
-from .zeroshot import evaluating, class_text_features
+from .zeroshot import evaluating, class_text_features, model_device
 
 # %% ../nbs/62_saliency.ipynb #05b1f2fb
 def cam_layers(model:nn.Module, # an open_clip CLIP (ViT or ResNet image tower)
@@ -60,7 +60,7 @@ def grad_cam(model:nn.Module, # an open_clip CLIP
     hook = mod.register_forward_hook(lambda m, i, o: store.update(act=o))
     try:
         with evaluating(model), torch.enable_grad():
-            feats = model.encode_image(images, normalize=True)
+            feats = model.encode_image(images.to(model_device(model)), normalize=True)
             grads = torch.autograd.grad((feats * class_feats.to(feats)).sum(), store['act'])[0]
     finally: hook.remove()
     a, g = to_grid(store['act'].detach()), to_grid(grads)
@@ -92,10 +92,10 @@ def attention_rollout(model:nn.Module, # an open_clip CLIP with a ViT image towe
     maps = []
     hooks = [b.attn.register_forward_pre_hook(lambda m, args: maps.append(attention_probs(m, args[0]))) for b in model.visual.transformer.resblocks]
     try:
-        with evaluating(model), torch.no_grad(): model.encode_image(images)
+        with evaluating(model), torch.no_grad(): model.encode_image(images.to(model_device(model)))
     finally:
         for h in hooks: h.remove()
-    eye, R = torch.eye(maps[0].shape[-1], device=images.device), None
+    eye, R = torch.eye(maps[0].shape[-1], device=maps[0].device), None
     for a in maps:
         a = 0.5 * a.mean(1) + 0.5 * eye
         a = a / a.sum(-1, keepdim=True)
@@ -123,10 +123,13 @@ def overlay(ax, image:torch.Tensor, # [H, W, 3] in [0, 1]
 # %% ../nbs/62_saliency.ipynb #8a88da14
 def predictions(model:nn.Module, tokenizer, dataset, # the model, its tokenizer, a classification dataset
                 images:torch.Tensor, # [B, 3, H, W] from `dataset`
+                class_feats:torch.Tensor=None, # [C, D] the classes' text features, if already computed
                )->torch.Tensor: # [B] predicted classes
     "The zero-shot head's predicted class of each image."
-    w = class_text_features(model, tokenizer, dataset.classnames, dataset.templates)
-    with evaluating(model), torch.no_grad(): return (model.encode_image(images, normalize=True) @ w.t()).argmax(1).cpu()
+    w = class_text_features(model, tokenizer, dataset.classnames, dataset.templates) if class_feats is None else class_feats
+    with evaluating(model), torch.no_grad():
+        feats = model.encode_image(images.to(model_device(model)), normalize=True)
+        return (feats @ w.to(feats).t()).argmax(1).cpu()
 
 def changed_predictions(before:nn.Module, after:nn.Module, tokenizer, dataset, # two models and a classification dataset
                         limit:int=6, # at most this many
@@ -153,8 +156,9 @@ def saliency_figure(models:dict, # name -> model (e.g. {'zero-shot': zero, 'full
     shown = pixels(images, preprocess)
     for r in range(len(indices)): axs[r, 0].imshow(shown[r]); axs[r, 0].axis('off'); axs[r, 0].set_title(dataset.classnames[labels[r]], fontsize=8)
     for c, (name, m) in enumerate(models.items(), start=1):
-        maps = grad_cam(m, images, class_features_of(m, tokenizer, dataset, labels)) if method == 'grad_cam' else attention_rollout(m, images)
-        pred = predictions(m, tokenizer, dataset, images)
+        w = class_text_features(m, tokenizer, dataset.classnames, dataset.templates).cpu()  # once per model
+        maps = grad_cam(m, images, w[labels]) if method == 'grad_cam' else attention_rollout(m, images)
+        pred = predictions(m, tokenizer, dataset, images, w)
         for r in range(len(indices)): overlay(axs[r, c], shown[r], maps[r], f"{name}: {dataset.classnames[pred[r]]}")
     fig.tight_layout()
     return fig

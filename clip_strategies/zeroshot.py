@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib, warnings
 
 # %% auto #0
-__all__ = ['evaluating', 'encode_images', 'encode_texts', 'text_features', 'class_text_features', 'image_features',
-           'ZeroShotClassifier', 'expected_calibration_error', 'classification_metrics', 'retrieval_metrics',
-           'UnseenWordsWarning', 'unseen_words', 'unseen_words_message', 'warn_unseen_words', 'model_logit_scale',
-           'split_features', 'classification_logits', 'evaluate_classification', 'evaluate_retrieval']
+__all__ = ['evaluating', 'encode_images', 'encode_texts', 'model_device', 'text_features', 'class_text_features',
+           'image_features', 'ZeroShotClassifier', 'expected_calibration_error', 'classification_metrics',
+           'retrieval_metrics', 'UnseenWordsWarning', 'unseen_words', 'unseen_words_message', 'warn_unseen_words',
+           'model_logit_scale', 'split_features', 'classification_logits', 'evaluate_classification',
+           'evaluate_retrieval']
 
 # %% ../nbs/05_zeroshot.ipynb #a0389953
 import torch
@@ -38,7 +39,7 @@ def encode_texts(model, tokens:torch.Tensor, normalize:bool=True)->torch.Tensor:
     f = model.encode_text(tokens)
     return F.normalize(f, dim=-1) if normalize else f
 
-def _device(model:nn.Module, device=None)->torch.device:
+def model_device(model:nn.Module, device=None)->torch.device:
     "`device` if given, else where `model`'s parameters are."
     if device is not None: return torch.device(device)
     p = next(model.parameters(), None)
@@ -52,7 +53,7 @@ def text_features(model:nn.Module, # a CLIP model (`encode_text`)
                   batch_size:int=256, # sentences per forward pass
                  )->torch.Tensor:
     "L2-normalised float32 embeddings `[len(texts), D]` of `texts`, encoded in batches without gradients."
-    texts, device = list(texts), _device(model, device)
+    texts, device = list(texts), model_device(model, device)
     if not texts: raise ValueError("texts is empty: nothing to encode")
     feats = []
     with evaluating(model), torch.no_grad():
@@ -82,7 +83,7 @@ def image_features(model:nn.Module, # a CLIP model (`encode_image`)
                   )->tuple:
     "`(features, targets)`: L2-normalised float32 image embeddings `[N, D]` on the CPU, and the targets (a tensor of ints, or a list)."
     if isinstance(loader, Dataset): loader = DataLoader(loader, batch_size=256)
-    device, feats, targets = _device(model, device), [], []
+    device, feats, targets = model_device(model, device), [], []
     with evaluating(model), torch.no_grad():
         for x, y in loader:
             feats.append(encode_images(model, x.to(device)).float().cpu())
@@ -150,16 +151,15 @@ def classification_metrics(logits:torch.Tensor, # `[N, C]`
 
 # %% ../nbs/05_zeroshot.ipynb #b86cb4bf
 def _recalls(ranks:torch.Tensor, prefix:str)->dict:
-    "recall@1/5/10 (percent) and the median rank of 1-based `ranks`."
-    out = {f'{prefix}_r{k}': (ranks <= k).float().mean().item() * 100 for k in (1, 5, 10)}
-    out[f'{prefix}_medr'] = ranks.float().median().item()
-    return out
+    "recall@1/5/10 (percent, 2 decimals), median and mean rank of 1-based `ranks`."
+    out = {f'{prefix}_r{k}': round(100 * int((ranks <= k).sum()) / len(ranks), 2) for k in (1, 5, 10)}
+    return out | {f'{prefix}_medr': float(ranks.float().median()), f'{prefix}_meanr': round(float(ranks.double().mean()), 2)}
 
 def retrieval_metrics(image_feats:torch.Tensor, # `[I, D]` image embeddings
                       text_feats:torch.Tensor, # `[T, D]` text embeddings
                       text_to_image=None, # `[T]` image index of each text; default `arange(T)` (needs I == T)
                      )->dict:
-    "Recall@1/5/10 (percent) and median rank for image→text (`i2t_*`) and text→image (`t2i_*`) retrieval."
+    "Recall@1/5/10 (percent), median and mean rank for image→text (`i2t_*`) and text→image (`t2i_*`) retrieval."
     img, txt = F.normalize(image_feats.detach().float().cpu(), dim=-1), F.normalize(text_feats.detach().float().cpu(), dim=-1)
     if text_to_image is None:
         if len(img) != len(txt): raise ValueError(f"{len(img)} images but {len(txt)} texts: pass text_to_image to say which image each text describes")

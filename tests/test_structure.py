@@ -9,7 +9,7 @@ PKG = ROOT/'clip_strategies'
 FLOORS = {  # ARCHITECTURE's floors, as this package draws them (see nbs/00_core.ipynb)
     'core': 0, 'anatomy': 1, 'mini': 1, 'models': 2, 'data': 2, 'callback': 2, 'zeroshot': 3, 'optim': 3,
     'objectives': 4, 'learner': 4, 'callbacks': 4, 'checkpoint': 4, 'feature_cache': 4, 'widgets': 4, 'strategy': 5,
-    'config': 7, 'cli': 7, 'compare': 8, 'protocols': 8, 'choose': 9, 'saliency': 4}
+    'config': 7, 'cli': 7, 'compare': 8, 'protocols': 8, 'choose': 9, 'saliency': 4, 'retrieval': 9, 'memes': 8}
 STRATEGY_FLOOR = 6
 
 def modules(): return {p.stem: p for p in PKG.glob('*.py') if p.stem not in ('__init__', '_modidx')}

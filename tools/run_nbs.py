@@ -54,7 +54,8 @@ def main():
     ap.add_argument('notebooks', nargs='*', help='notebooks to run (default: every notebook in nbs/)')
     args = ap.parse_args()
     paths = [Path(p).resolve() for p in args.notebooks] or sorted((ROOT/'nbs').glob('*.ipynb'))
-    os.environ.setdefault('OMP_NUM_THREADS', '2')
+    # OMP_NUM_THREADS is left unset: the comparisons' child processes then share the cores (compare.child_env);
+    # set to 2, two children ran four threads on two cores and a retrieval comparison took several times longer.
     for p in paths:
         r = run(p)
         print(f"{r['notebook']:28} {r['seconds']:7.1f} s  {r['plots']:3} plots", flush=True)
