@@ -1,5 +1,5 @@
 "Meme classification end to end: the command line on a written synthetic folder, bad data refused, what trains."
-import json
+import json, shutil
 import pytest
 import torch
 from clip_strategies.memes import (memes_main, mini_memes, write_memes, fit_memes, MemeClassifier, FUSIONS)
@@ -12,10 +12,6 @@ QUICK = ['--no-progress', '--epochs', '1', '--batch-size', '16']
 def folder(tmp_path_factory):
     "A small synthetic meme set written in the Hateful Memes layout (3 images per shape and split)."
     return write_memes({s: mini_memes(s, per_class=3) for s in ('train', 'dev', 'test')}, tmp_path_factory.mktemp('memes'))
-
-def copy_folder(src, dst):
-    import shutil
-    return shutil.copytree(src, dst)
 
 def test_cli_end_to_end(folder, tmp_path, capsys):
     out = tmp_path/'run'
@@ -33,7 +29,7 @@ def test_cli_end_to_end(folder, tmp_path, capsys):
     ({'id': 9, 'img': 'img/train00000.png', 'text': 'a circle', 'label': 2}, 'label 2 is not 0 or 1'),
 ])
 def test_bad_jsonl_exits_2_naming_the_line(folder, tmp_path, capsys, line, message):
-    data = copy_folder(folder, tmp_path/'data')
+    data = shutil.copytree(folder, tmp_path/'data')
     lines = (data/'train.jsonl').read_text().splitlines()
     lines.insert(4, json.dumps(line))
     (data/'train.jsonl').write_text('\n'.join(lines) + '\n')
@@ -43,7 +39,7 @@ def test_bad_jsonl_exits_2_naming_the_line(folder, tmp_path, capsys, line, messa
     assert not (tmp_path/'out'/'metrics.json').exists()
 
 def test_missing_images_are_named(folder, tmp_path, capsys):
-    data = copy_folder(folder, tmp_path/'data')
+    data = shutil.copytree(folder, tmp_path/'data')
     (data/'img'/'test00002.png').unlink()
     assert memes_main(['--data', str(data), '--out', str(tmp_path/'out'), *QUICK]) == 2
     err = capsys.readouterr().err
@@ -55,7 +51,7 @@ def test_missing_folder_says_where_to_get_the_data(tmp_path, capsys):
     assert 'cannot be downloaded automatically' in err and 'Hateful Memes' in err and 'train.jsonl' in err
 
 def test_unlabelled_test_is_predicted_not_scored(folder, tmp_path, capsys):
-    data = copy_folder(folder, tmp_path/'data')
+    data = shutil.copytree(folder, tmp_path/'data')
     rows = [json.loads(l) for l in (data/'test.jsonl').read_text().splitlines()]
     (data/'test.jsonl').write_text(''.join(json.dumps({k: v for k, v in r.items() if k != 'label'}) + '\n' for r in rows))
     assert memes_main(['--data', str(data), '--out', str(tmp_path/'out'), *QUICK]) == 0
