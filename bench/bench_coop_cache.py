@@ -39,7 +39,7 @@ def run(model0, n_ctx, ds, classnames, epochs, cache):
     model = strategy.apply(copy.deepcopy(model0))
     et, ct = EpochTimer(), CacheTimer()
     cbs = standard_cbs(progress=False, device='cpu') + [et, ct] + ([FeatureCacheCB(required=True)] if cache else [])
-    objective = strategy.objective(TextHeadClassification(model.tokenizer, classnames, strategy.prompt_templates([])))
+    objective = strategy.objective(model, TextHeadClassification(model.tokenizer, classnames, strategy.prompt_templates(model, [])))
     learn = Learner(model, dataloaders(ds, batch_size=32, seed=0), objective, lr=0.002, epochs=epochs,
                     opt_func=OptFunc('sgd', weight_decay=5e-4, param_groups=strategy.param_groups), cbs=cbs)
     t0 = time.perf_counter()

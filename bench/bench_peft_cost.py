@@ -78,10 +78,10 @@ def make_step(model, strategy, objective:str, batch:int):
     learn = SimpleNamespace(model=model, fwd_model=model, device=torch.device('cpu'), autocast=contextlib.nullcontext,
                             features_cached=False, xb=images)
     if objective == 'classification':
-        obj = strategy.objective(TextHeadClassification(model.tokenizer, CLASSES, strategy.prompt_templates(['a photo of a {}.'])))
+        obj = strategy.objective(model, TextHeadClassification(model.tokenizer, CLASSES, strategy.prompt_templates(model, ['a photo of a {}.'])))
         learn.yb = torch.randint(len(CLASSES), (batch,), generator=g)
     else:
-        obj = strategy.objective(ContrastiveLoss(model.tokenizer))
+        obj = strategy.objective(model, ContrastiveLoss(model.tokenizer))
         learn.yb = [f'a photo of a {CLASSES[i % len(CLASSES)]} number {i}' for i in range(batch)]
     if hasattr(obj, 'before_fit'): obj.before_fit(learn)  # the classification objective tokenizes its prompts here
     opt = torch.optim.AdamW(strategy.param_groups(model, 1e-5, 0.01), lr=1e-5)

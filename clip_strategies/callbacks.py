@@ -6,10 +6,12 @@
 from __future__ import annotations
 import json, math, time
 from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
 
 # %% auto #0
 __all__ = ['make_accelerator', 'AccelerateCB', 'Recorder', 'NonFiniteLossError', 'NonFiniteCB', 'GradClipCB', 'ClampLogitScaleCB',
-           'ProgressCB', 'standard_cbs']
+           'ProgressCB', 'standard_cbs', 'BestEpochCB', 'RunContext']
 
 # %% ../nbs/10_callbacks.ipynb #871e4e01
 import torch
@@ -17,8 +19,8 @@ from tqdm.auto import tqdm
 from .core import PRECISIONS, check_name, get_device
 from .callback import Callback, CancelStepException
 from .optim import LRScheduleCB
-from .learner import TrainCB, DataLoaders
-from .checkpoint import latest_checkpoint
+from .learner import TrainCB, DataLoaders, Learner
+from .checkpoint import latest_checkpoint, CheckpointCB
 from fastcore.basics import patch
 
 # %% ../nbs/10_callbacks.ipynb #72b54c6a
@@ -272,3 +274,59 @@ def standard_cbs(precision:str='fp32', # TRAIN.PRECISION
     cbs = [AccelerateCB(precision, grad_accum, device), schedule or LRScheduleCB(), Recorder(), NonFiniteCB(),
            ClampLogitScaleCB(), ProgressCB(progress, print_every)]
     return cbs + ([GradClipCB(max_grad_norm)] if max_grad_norm else [])
+
+# %% ../nbs/10_callbacks.ipynb #1c8ed245
+def _as_score(s)->tuple: return tuple(s) if isinstance(s, (list, tuple)) else (s,)
+
+class BestEpochCB(Callback):
+    "Keep the trainable tensors of the best-scoring epoch (the start counts) and put them back at the end of the fit."
+    def __init__(self, score, # callable(learn) -> a number or tuple, higher is better (e.g. validation accuracy)
+                 every:int=1, # score after every this many epochs, and after the last
+                ): self.score, self.every, self.best, self.best_epoch, self.kept = score, every, None, None, {}
+    def _keep(self, learn, s:tuple, epoch:int):
+        "Keep `epoch`'s trainable tensors and score (-1: the start)."
+        self.best, self.best_epoch = s, epoch
+        self.kept = {n: p.detach().clone() for n, p in learn.model.named_parameters() if p.requires_grad}
+    def before_fit(self, learn):
+        if learn.start_epoch: return  # resumed: the best so far came back with the checkpoint
+        with torch.no_grad(): self._keep(learn, _as_score(self.score(learn)), -1)
+    def after_epoch(self, learn):
+        e = learn.epoch + 1
+        if e % self.every and e != learn.epochs: return
+        with torch.no_grad(): s = _as_score(self.score(learn))
+        if s > self.best: self._keep(learn, s, learn.epoch)
+    def after_fit(self, learn):
+        if self.kept: learn.model.load_state_dict(self.kept, strict=False)
+    def state_dict(self)->dict: return dict(best=list(self.best), best_epoch=self.best_epoch, **{f'kept.{k}': v for k, v in self.kept.items()})
+    def load_state_dict(self, state:dict):
+        self.best, self.best_epoch = tuple(state['best']), state['best_epoch']
+        self.kept = {k[5:]: v for k, v in state.items() if k.startswith('kept.')}
+    def __repr__(self): return f'BestEpochCB(every={self.every}, best_epoch={self.best_epoch})'
+
+# %% ../nbs/10_callbacks.ipynb #50e48cc9
+@dataclass
+class RunContext:
+    "How a run builds its Learners: precision, progress, where checkpoints go and whether to resume from them."
+    precision:str='fp32' # TRAIN.PRECISION
+    progress:bool=False # progress bars (else a log line every `print_every` batches)
+    print_every:int=0 # TRAIN.PRINT_FREQ, without progress bars (0: no log lines)
+    ckpt_dir:Path|None=None # the run's checkpoint folder (None: no checkpoints); Learner `part` writes in a sub-folder
+    resume:bool=False # continue each Learner from its last checkpoint where there is one
+    model_name:str|None=None # recorded in the checkpoints and checked on resume
+    strategy:str='custom' # idem
+    device:str|None=None # None: CUDA if available, else CPU
+
+    def checkpoints(self, part:str='')->list:
+        "The checkpoint callback of Learner `part` ('' : the run's main one), or none without `ckpt_dir`."
+        if self.ckpt_dir is None: return []
+        path = Path(self.ckpt_dir)/part if part else Path(self.ckpt_dir)
+        return [CheckpointCB(path, resume=self.resume and latest_checkpoint(path) is not None, model_name=self.model_name, strategy=self.strategy)]
+
+    def learner(self, model, dls, objective, lr:float, epochs:int, # as `Learner` takes them
+                opt_func=None, cbs:list=(), # the optimiser factory, more callbacks
+                part:str='', # '' for the run's main Learner, else a name (its checkpoints' sub-folder)
+                grad_accum:int=1, max_grad_norm:float|None=None, schedule=None, # as `standard_cbs` takes them
+               )->Learner:
+        "A Learner with the run's standard callbacks and checkpoints."
+        std = standard_cbs(self.precision, grad_accum, max_grad_norm, schedule, self.progress, 0 if self.progress else self.print_every, self.device)
+        return Learner(model, dls, objective, lr, epochs, opt_func, std + self.checkpoints(part) + list(cbs))

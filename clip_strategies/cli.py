@@ -8,25 +8,26 @@ import argparse, json, sys, time, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['NEW_CLASSES', 'USER_ERRORS', 'RUN_ERRORS', 'backbone_input', 'image_transforms', 'task_of', 'check_task_of',
-           'test_split', 'build_splits', 'class_scores', 'evaluate', 'headline', 'unseen_class_words',
-           'check_output_dir', 'make_learner', 'other_test_sets', 'base_to_new', 'train', 'run', 'protocol_run',
-           'parse_args', 'resolve_config', 'train_main']
+__all__ = ['USER_ERRORS', 'RUN_ERRORS', 'backbone_input', 'image_transforms', 'build_splits', 'unseen_class_words',
+           'check_output_dir', 'run_context', 'make_learner', 'train', 'run', 'protocol_run', 'parse_args',
+           'resolve_config', 'train_main']
 
 # %% ../nbs/41_cli.ipynb #6ae51048
 from torchvision import transforms as T
 from .core import count_params, seed_everything, save_safetensors, atomic_write, is_main_process, process_rank
 from .models import load_clip, WeightsUnavailableError
-from .data import get_dataset, few_shot_splits, build_transform, dataset_attr, subsample_classes, DatasetUnavailableError, UnreadableImageError
-from .zeroshot import classification_logits, classification_metrics, evaluate_retrieval, warn_unseen_words, UnseenWordsWarning
+from .data import get_dataset, few_shot_splits, build_transform, dataset_attr, DatasetUnavailableError, UnreadableImageError
+from .zeroshot import warn_unseen_words, UnseenWordsWarning
 from .optim import OptFunc, LRScheduleCB
 from .objectives import default_objective
 from .learner import Learner, dataloaders
-from .callbacks import standard_cbs, NonFiniteLossError
-from .checkpoint import CheckpointCB, CheckpointError, latest_checkpoint
+from .callbacks import NonFiniteLossError, RunContext
+from .checkpoint import CheckpointError
 from .feature_cache import FeatureCacheCB
 from .config import load_config, config_path, Config
 from .strategy import save_learned, strategy_spec
+from .evaluate import (task_of, check_task_of, test_split, full_test_split, also_test_sets, evaluate, evaluate_sets,
+                                      class_scores, headline, base_to_new, NEW_CLASSES)
 
 # %% ../nbs/41_cli.ipynb #a1179a85
 def backbone_input(preprocess)->dict:
@@ -51,62 +52,21 @@ def image_transforms(cfg:Config, preprocess)->tuple:
     return build_transform(train=True, **kw), build_transform(train=False, **kw)
 
 # %% ../nbs/41_cli.ipynb #9ab771cf
-def task_of(dataset)->str:
-    "'classification' for a dataset with class names, 'retrieval' for one with captions."
-    if getattr(dataset, 'classnames', None) is not None: return 'classification'
-    if getattr(dataset, 'captions', None) is not None: return 'retrieval'
-    raise ValueError(f"Dataset {getattr(dataset, 'name', type(dataset).__name__)!r} has neither classnames nor captions")
-
-def check_task_of(dataset, task:str, # DATASET.TASK: 'auto', 'classification' or 'retrieval'
-                 ):
-    "Refuse a dataset that is not for the task the config names."
-    if task not in ('auto', task_of(dataset)):
-        has = 'class names' if task_of(dataset) == 'classification' else 'captions'
-        raise ValueError(f"DATASET.TASK is {task!r} but dataset {getattr(dataset, 'name', type(dataset).__name__)!r} has {has}: "
-                         f"it is a {task_of(dataset)} dataset; set DATASET.TASK to 'auto' or choose a {task} dataset")
-
-def test_split(cfg:Config, test_transform):
-    "The config's test split alone (its base or new half of the classes when DATASET.SUBSAMPLE_CLASSES says so)."
-    test = get_dataset(cfg['DATASET.NAME'], cfg['DATASET.ROOT'] or None, 'test', test_transform)
-    return subsample_classes(test, cfg['DATASET.SUBSAMPLE_CLASSES']) if task_of(test) == 'classification' else test
-
-def build_splits(cfg:Config, preprocess)->dict:
+def build_splits(cfg:Config, preprocess, # a validated config, the backbone's preprocessing
+                 full_test=None, # the whole test split, if already read (`evaluate.full_test_split`)
+                )->dict:
     "`dict(train=, val=, test=, task=)` for the config's dataset: K-shot for classification, whole splits for retrieval."
     train_tf, test_tf = image_transforms(cfg, preprocess)
     name, root = cfg['DATASET.NAME'], cfg['DATASET.ROOT'] or None
-    test = get_dataset(name, root, 'test', test_tf)
-    check_task_of(test, cfg['DATASET.TASK'])
-    if task_of(test) == 'classification':
-        splits = few_shot_splits(name, root, cfg['DATASET.NUM_SHOTS'], cfg['SEED'], train_tf, test_tf, cfg['DATASET.SUBSAMPLE_CLASSES'])
+    full = full_test if full_test is not None else full_test_split(cfg, test_tf)
+    check_task_of(full, cfg['DATASET.TASK'])
+    if task_of(full) == 'classification':
+        splits = few_shot_splits(name, root, cfg['DATASET.NUM_SHOTS'], cfg['SEED'], train_tf, test_tf, cfg['DATASET.SUBSAMPLE_CLASSES'], test=full)
     else:
-        splits = dict(train=get_dataset(name, root, 'train', train_tf), val=get_dataset(name, root, 'val', test_tf), test=test)
-    return dict(splits, task=task_of(test))
+        splits = dict(train=get_dataset(name, root, 'train', train_tf), val=get_dataset(name, root, 'val', test_tf), test=full)
+    return dict(splits, task=task_of(full))
 
 # %% ../nbs/41_cli.ipynb #e6362a5a
-def class_scores(model, tokenizer, dataset, # the model, its tokenizer and a classification dataset
-                 batch_size:int=256, # images per forward pass
-                 strategy=None, # the strategy applied to `model`: its own head, or its prompt templates
-                )->tuple: # (logits [N, C], labels [N])
-    "Class scores of every image: the strategy's own `logits` where it has them, else zero-shot on its prompt templates."
-    scores = None if strategy is None else strategy.logits(model, tokenizer, dataset, batch_size)
-    if scores is not None: return scores
-    templates = None if strategy is None else strategy.prompt_templates(dataset_attr(dataset, 'templates'))
-    return classification_logits(model, tokenizer, dataset, batch_size=batch_size, templates=templates)
-
-def evaluate(model, tokenizer, dataset, task:str, batch_size:int=256,
-             strategy=None, # the strategy applied to `model`: its own evaluation, or its prompt templates
-            )->dict:
-    "Test metrics in percent: `accuracy` (and top5, nll, ece) for classification, recalls for retrieval."
-    if task == 'classification':
-        m = classification_metrics(*class_scores(model, tokenizer, dataset, batch_size, strategy))
-        return dict(accuracy=m['top1'], **m)
-    return evaluate_retrieval(model, tokenizer, dataset, batch_size=batch_size)
-
-def headline(metrics:dict, task:str)->str:
-    "The one number a run is judged by, as text."
-    if task == 'classification': return f"accuracy {metrics['accuracy']:.2f}%"
-    return f"image->text R@1 {metrics['i2t_r1']:.2f}%, text->image R@1 {metrics['t2i_r1']:.2f}%"
-
 def unseen_class_words(tokenizer, dataset)->str|None:
     "The note about class-name words the backbone never saw (said once per run), or None."
     if getattr(dataset, 'classnames', None) is None: return None
@@ -118,44 +78,29 @@ def unseen_class_words(tokenizer, dataset)->str|None:
 # %% ../nbs/41_cli.ipynb #5c514577
 def check_output_dir(out:Path, resume:bool)->None:
     "Refuse to start over an earlier run's outputs, or to resume where there is nothing to resume."
-    ckpt = out/'checkpoints'
-    if resume and latest_checkpoint(ckpt) is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {str(ckpt)!r} to continue from")
-    if not resume and ((out/'metrics.json').exists() or latest_checkpoint(ckpt) is not None):
+    has_ckpt = any((out/'checkpoints').rglob('last.json')) if (out/'checkpoints').is_dir() else False
+    if resume and not has_ckpt:
+        raise FileNotFoundError(f"--resume: no checkpoint in {str(out/'checkpoints')!r} to continue from")
+    if not resume and ((out/'metrics.json').exists() or has_ckpt):
         raise FileExistsError(f"OUTPUT_DIR {str(out)!r} already holds a run; pass --resume to continue it, or choose another OUTPUT_DIR")
 
 # %% ../nbs/41_cli.ipynb #231491fc
-def make_learner(cfg:Config, model, tokenizer, strategy, splits:dict, ckpt_dir:Path, resume:bool=False, progress:bool=True)->Learner:
-    "The Learner the config describes, checkpointing into `ckpt_dir`."
+def run_context(cfg:Config, resume:bool=False, progress:bool=True, strategy:str='custom')->RunContext:
+    "How the run's Learners are built: precision, progress, checkpoints in OUTPUT_DIR/checkpoints, resume."
+    return RunContext(cfg['TRAIN.PRECISION'], progress, cfg['TRAIN.PRINT_FREQ'], Path(cfg['OUTPUT_DIR'])/'checkpoints', resume,
+                      cfg['MODEL.BACKBONE.NAME'], strategy)
+
+def make_learner(cfg:Config, model, tokenizer, strategy, splits:dict, run:RunContext)->Learner:
+    "The Learner the config describes, built by the run's context."
     templates = dataset_attr(splits['train'], 'templates')
-    objective = strategy.objective(default_objective(splits['train'], tokenizer, templates and strategy.prompt_templates(templates)))
-    batch_size, accum = objective.accumulate(cfg['DATALOADER.TRAIN_X.BATCH_SIZE'], cfg['TRAIN.GRAD_ACCUM_STEPS'])
+    objective = strategy.objective(model, default_objective(splits['train'], tokenizer, templates and strategy.prompt_templates(model, templates)))
+    objective, batch_size, accum = objective.accumulate(cfg['DATALOADER.TRAIN_X.BATCH_SIZE'], cfg['TRAIN.GRAD_ACCUM_STEPS'])
     dls = dataloaders(splits['train'], splits['val'], batch_size=batch_size, seed=cfg['SEED'],
                       num_workers=cfg['DATALOADER.NUM_WORKERS'], valid_batch_size=cfg['DATALOADER.TEST.BATCH_SIZE'])
     schedule = LRScheduleCB(cfg['OPTIM.LR_SCHEDULER'], cfg['OPTIM.WARMUP_EPOCH'], cfg['OPTIM.WARMUP_TYPE'], cfg['OPTIM.WARMUP_CONS_LR'])
-    cbs = standard_cbs(cfg['TRAIN.PRECISION'], accum, cfg['OPTIM.MAX_GRAD_NORM'], schedule,
-                       progress=progress, print_every=0 if progress else cfg['TRAIN.PRINT_FREQ'])
-    cbs += [FeatureCacheCB(), CheckpointCB(ckpt_dir, resume=resume, model_name=cfg['MODEL.BACKBONE.NAME'], strategy=strategy.name)]
     opt_func = OptFunc(cfg['OPTIM.NAME'], cfg['OPTIM.WEIGHT_DECAY'], cfg['OPTIM.MOMENTUM'], strategy.param_groups)
-    return Learner(model, dls, objective, cfg['OPTIM.LR'], cfg['OPTIM.MAX_EPOCH'], opt_func, cbs + strategy.callbacks())
-
-# %% ../nbs/41_cli.ipynb #08a42089
-NEW_CLASSES = 'new_classes'  # the `also` entry of a base-to-new run: the test images of the classes training never saw
-
-def other_test_sets(cfg:Config, test_transform)->dict:
-    "The test sets beside the run's own: `DATASET.ALSO_TEST`, and the new classes when training on the base ones."
-    sets = {n: get_dataset(n, None, 'test', test_transform) for n in cfg['DATASET.ALSO_TEST']}
-    if cfg['DATASET.SUBSAMPLE_CLASSES'] == 'base':
-        own = get_dataset(cfg['DATASET.NAME'], cfg['DATASET.ROOT'] or None, 'test', test_transform)
-        sets[NEW_CLASSES] = subsample_classes(own, 'new')
-    return sets
-
-def base_to_new(metrics:dict)->dict|None:
-    "CoCoOp's report of a base-to-new run: base and new accuracy and their harmonic mean (new None: cannot name them)."
-    new = metrics['also'].get(NEW_CLASSES)
-    if new is None: return None
-    b, n = metrics['accuracy'], (new['after'] or {}).get('accuracy')
-    return dict(base=b, new=n, harmonic_mean=None if n is None else (2 * b * n / (b + n) if b + n else 0.))
+    return run.learner(model, dls, objective, cfg['OPTIM.LR'], cfg['OPTIM.MAX_EPOCH'], opt_func, [FeatureCacheCB()] + strategy.callbacks(),
+                       grad_accum=accum, max_grad_norm=cfg['OPTIM.MAX_GRAD_NORM'], schedule=schedule)
 
 # %% ../nbs/41_cli.ipynb #552daf68
 def train(cfg:Config, # a validated config (`load_config`)
@@ -164,25 +109,23 @@ def train(cfg:Config, # a validated config (`load_config`)
           log=print, # where notes and the before/after line go
          )->dict: # model, tokenizer, strategy, learner (None for a strategy that trains nothing), splits, metrics
     "Evaluate, apply the strategy, train and evaluate again, as `cfg` says."
-    out = Path(cfg['OUTPUT_DIR'])
     seed_everything(cfg['SEED'] + process_rank())  # each process its own augmentations; data order has its own generator
-    strategy, spec = cfg.build_strategy(), cfg.strategy_spec()
+    spec = cfg.strategy_spec()
+    strategy = cfg.build_strategy(spec)
     model, preprocess, tokenizer = load_clip(cfg['MODEL.BACKBONE.NAME'], cfg['MODEL.BACKBONE.PRETRAINED'])
-    splits = build_splits(cfg, preprocess)
+    full_test = full_test_split(cfg, image_transforms(cfg, preprocess)[1])
+    splits = build_splits(cfg, preprocess, full_test)
     for note in spec['notes'] + [unseen_class_words(tokenizer, splits['test'])]:
         if note: log(f"note: {note}")
-    task, bs = splits['task'], cfg['DATALOADER.TEST.BATCH_SIZE']
+    task, bs, run = splits['task'], cfg['DATALOADER.TEST.BATCH_SIZE'], run_context(cfg, resume, progress, strategy.name)
     strategy.check_task(task)
-    also = other_test_sets(cfg, image_transforms(cfg, preprocess)[1])
-    before = evaluate(model, tokenizer, splits['test'], task, bs)
-    also_before = {n: evaluate(model, tokenizer, ds, task_of(ds), bs) for n, ds in also.items()}
+    also = also_test_sets(cfg, image_transforms(cfg, preprocess)[1], full_test)
+    before, also_before = evaluate(model, tokenizer, splits['test'], task, bs), evaluate_sets(model, tokenizer, also, bs)
     strategy.apply(model)
     trainable, total = count_params(model)
     learn, t0 = None, time.time()
-    if strategy.trains:
-        learn = make_learner(cfg, model, tokenizer, strategy, splits, out/'checkpoints', resume, progress)
-        learn.fit()
-    strategy.fit(model, tokenizer, {k: v for k, v in splits.items() if k != 'test'}, bs)  # on the trained model; never the test split
+    if strategy.trains: learn = make_learner(cfg, model, tokenizer, strategy, splits, run); learn.fit()
+    strategy.fit(model, tokenizer, {k: v for k, v in splits.items() if k != 'test'}, bs, run)  # on the trained model; never the test split
     after = evaluate(model, tokenizer, splits['test'], task, bs, strategy)
     also = {n: dict(before=also_before[n], after=evaluate(model, tokenizer, ds, task_of(ds), bs, strategy)
                     if n != NEW_CLASSES or strategy.names_new_classes else None) for n, ds in also.items()}

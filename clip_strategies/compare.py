@@ -23,7 +23,8 @@ from .data import get_dataset, few_shot_indices
 from .strategy import list_strategies, get_strategy, StrategyError
 from .checkpoint import latest_checkpoint
 from .config import load_config, parse_overrides
-from .cli import run, resolve_config, task_of, USER_ERRORS, RUN_ERRORS
+from .evaluate import task_of
+from .cli import run, resolve_config, USER_ERRORS, RUN_ERRORS
 
 # %% ../nbs/42_compare.ipynb #7a0613bd
 def parse_strategy(text:str, # 'bitfit', 'lora+coop' or '[lora, coop]'

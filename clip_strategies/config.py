@@ -19,7 +19,7 @@ from fastcore.docments import docments
 from .core import atomic_write, check_name, close_matches, PRECISIONS, UnknownNameError
 from .data import INTERPOLATIONS, check_transform_names
 from .optim import OPTIMIZERS, SCHEDULES, WARMUPS, OptFunc, LRScheduleCB
-from .strategy import get_strategy_class, get_strategy, list_strategies, OptionError
+from .strategy import get_strategy_class, get_strategy, registered_strategies, load_strategies, OptionError
 
 # %% ../nbs/40_config.ipynb #392d97dc
 @dataclass(frozen=True)
@@ -130,14 +130,17 @@ def option_field(info:dict)->Field:
     choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
     return Field(info['default'], _types(hint), info['doc'] or 'strategy option', choices)
 
-def strategy_classes()->list:
-    "Every registered strategy class."
-    return [get_strategy_class(n) for n in list_strategies()]
+def strategy_classes(every:bool=False, # import every strategy module first (one that fails is left out)
+                    )->list:
+    "The registered strategy classes: those imported so far, or every one."
+    if every: load_strategies(tolerant=True)
+    return list(registered_strategies().values())
 
-def declared_keys()->dict:
+def declared_keys(classes:list|None=None, # the strategy classes to ask (default: every one)
+                 )->dict:
     "The original tool's keys some strategy reads -> (Field, [(strategy, option)]); switch keys have option None."
     out = {}
-    for cls in strategy_classes():
+    for cls in strategy_classes(every=True) if classes is None else classes:
         info = cls.option_info()
         for key, opt in cls.config_keys.items():
             if key not in SCHEMA: out.setdefault(key, (option_field(info[opt]), []))[1].append((cls.name, opt))
@@ -165,6 +168,9 @@ def _part_classes(values:dict, name:str)->tuple:
     return cls, [get_strategy_class(b) for b in ([base] if isinstance(base, str) else base)]
 
 def _run_parts(values:dict)->list: return [_part_classes(values, n) for n in _names(values)]
+def _reads(cls)->set:
+    "The config keys a strategy class reads: its section's, the original tool's it declares, its switch."
+    return {_section(cls.name) + o.upper() for o in cls.options()} | set(cls.config_keys) | ({cls.switch[0]} if cls.switch else set())
 def _run_classes(values:dict)->list:
     "Every strategy class the config runs: the parts of `TRAINER.NAME` and their bases."
     return [c for run, bases in _run_parts(values) for c in [run] + bases]
@@ -228,9 +234,10 @@ def strategy_options(self:Config)->dict: return self.strategy_spec()['options']
 
 # %% ../nbs/40_config.ipynb #d5e89c3a
 @patch
-def build_strategy(self:Config):
+def build_strategy(self:Config, spec:dict|None=None, # `strategy_spec()`, if already computed
+                  ):
     "The configured strategy this config runs; a bad option names the config key that set it."
-    spec = self.strategy_spec()
+    spec = spec or self.strategy_spec()
     try: return get_strategy(spec['parts'] if len(spec['parts']) > 1 else spec['parts'][0])
     except OptionError as e:
         key = spec['keys'].get((e.strategy, e.option))
@@ -254,12 +261,21 @@ def read_yaml(path:str|Path)->dict:
     return data
 
 # %% ../nbs/40_config.ipynb #e90cc5f8
-def allowed_fields(values:dict)->dict:
-    "Every key a config may hold, given the strategy it runs: the schema, declared keys, the strategies' sections."
-    fields = {**SCHEMA, **{k: f for k, (f, _) in declared_keys().items()}}
-    for cls in _run_classes(values):
-        fields.update({_section(cls.name) + o.upper(): option_field(i) for o, i in cls.option_info().items()})
-    return fields
+def _foreign(values:dict, classes:list)->list:
+    "The keys of `values` that neither the schema nor `classes` read (a switch, or a key meant for another strategy)."
+    read = set(SCHEMA) | {k for c in classes for k in _reads(c)}
+    return [k for k in values if k not in read and not any(k.startswith(r + '.') for r in read)]
+
+def allowed_fields(values:dict)->tuple:
+    "(every key a config may hold, given the strategy it runs; the keys strategies declare, `declared_keys`)."
+    classes = _run_classes(values)  # imports the named strategies and their bases only
+    if _foreign(values, classes):  # a switch, or a key meant for another strategy: look through every strategy
+        strategy_classes(every=True)
+        classes = _run_classes(values)
+    declared = declared_keys(strategy_classes())
+    fields = {**SCHEMA, **{k: f for k, (f, _) in declared.items()}}
+    for cls in classes: fields.update({_section(cls.name) + o.upper(): option_field(i) for o, i in cls.option_info().items()})
+    return fields, declared
 
 def _check_keys(flat:dict, fields:dict, source:str):
     "Raise on the first key that is not a config key, suggesting the closest."
@@ -273,10 +289,10 @@ def _recipe(values:dict)->dict:
     "The recipe of the first strategy that brings one, in running order (a part before its bases): recipes never mix."
     return next((dict(c.recipe) for c in _run_classes(values) if c.recipe), {})
 
-def _check_read(cfg:Config):
+def _check_read(cfg:Config, declared:dict):
     "Raise when a strategy key is set (to something else than its default) but the strategy that runs does not read it."
     read = {k for cls in _run_classes(cfg) for k in list(cls.config_keys) + ([cls.switch[0]] if cls.switch else [])}
-    for key, (field, readers) in declared_keys().items():
+    for key, (field, readers) in declared.items():
         if key in cfg.given and key not in read and cfg[key] != field.default:
             who = ', '.join(s if o is None else f'{s} ({o})' for s, o in readers)
             raise ValueError(f"Config key {key} = {cfg[key]!r} is read by {who}, not by the strategy this config runs "
@@ -290,7 +306,7 @@ def load_config(path:str|Path|None=None, # a YAML file with the original tool's 
     nested = read_yaml(path) if path is not None else {}
     if isinstance(overrides, (list, tuple)): overrides = parse_overrides(list(overrides))
     over = dict(overrides or {})
-    try: fields = allowed_fields({**flatten(nested), **over})
+    try: fields, declared = allowed_fields({**flatten(nested), **over})
     except ValueError as e: raise type(e)(f"Config key TRAINER.NAME: {e}") from None
     flat = flatten(nested, leaves={k for k, f in fields.items() if dict in f.types})
     _check_keys(flat, fields, str(path)); _check_keys(over, fields, 'the overrides')
@@ -298,7 +314,7 @@ def load_config(path:str|Path|None=None, # a YAML file with the original tool's 
     for k, v in {**flat, **over}.items(): cfg[k] = _coerce(k, v, fields[k])
     check_transform_names(cfg['INPUT.TRANSFORMS'])
     cfg.given = frozenset(flat) | frozenset(over)
-    _check_read(cfg)
+    _check_read(cfg, declared)
     cfg.from_recipe = {k: _coerce(k, v, fields[k]) for k, v in _recipe(cfg).items() if k not in cfg.given}
     cfg.update(cfg.from_recipe)
     return cfg

@@ -564,11 +564,12 @@ def few_shot_splits(name:str, # a registered classification dataset
                     train_transform:Callable|None=None, # for the few-shot train images
                     test_transform:Callable|None=None, # for val and test
                     subsample:str='all', # 'all' classes, or the 'base' or 'new' half (base-to-new)
+                    test=None, # the whole test split (every class), if already read: not read again
                     **kw, # passed to `get_dataset` (e.g. `templates=`, `download=`)
                    )->dict:
     "`dict(train=, val=, test=)`: K-shot train and min(K, 4)-shot val drawn disjointly from train; test untouched."
     get = lambda split, tf: subsample_classes(get_dataset(name, root, split, tf, **kw), subsample)
-    test = get('test', test_transform)
+    test = get('test', test_transform) if test is None else subsample_classes(test, subsample)
     if num_shots is None or (isinstance(num_shots, int) and not isinstance(num_shots, bool) and num_shots <= 0):
         return dict(train=get('train', train_transform), val=get('val', test_transform), test=test)
     train = get('train', train_transform)

@@ -42,7 +42,6 @@ class DifferentialLR(Strategy):
         self.store_options(encoder_mult=encoder_mult, projection_mult=projection_mult, logit_scale_mult=logit_scale_mult, new_mult=new_mult)
         for k, v in self.multipliers().items():
             if not (math.isfinite(v) and v > 0): raise OptionError(self.name, f'{k}_mult', v, 'a finite number > 0 (to freeze tensors, choose a base that freezes them)')
-        self.new_names = set()
 
     @property
     def trains(self): return self.base_strategy.trains
@@ -50,23 +49,20 @@ class DifferentialLR(Strategy):
     def callbacks(self)->list: return self.base_strategy.callbacks()
 
     def apply(self, model:nn.Module)->nn.Module:
-        "Apply the base strategy; remember the tensors it adds (role 'new')."
-        before = {n for n, _ in model.named_parameters()}
-        self.base_strategy.apply(model)
-        self.new_names |= ({n for n, _ in model.named_parameters()} - before) | set(self.base_strategy.learned_names(model))
-        return model
+        "Apply the base strategy."
+        return self.base_strategy.apply(model)
 
 # %% ../nbs/27_differential_lr.ipynb #0e438c49
 DifferentialLR.tasks = property(lambda self: self.base_strategy.tasks)
 DifferentialLR.names_new_classes = property(lambda self: self.base_strategy.names_new_classes)
 @patch
-def prompt_templates(self:DifferentialLR, templates:list)->list: return self.base_strategy.prompt_templates(templates)
+def prompt_templates(self:DifferentialLR, model, templates:list)->list: return self.base_strategy.prompt_templates(model, templates)
 @patch
-def objective(self:DifferentialLR, objective): return self.base_strategy.objective(objective)
+def objective(self:DifferentialLR, model, objective): return self.base_strategy.objective(model, objective)
 @patch
-def logits(self:DifferentialLR, model, tokenizer, dataset, batch_size:int=256): return self.base_strategy.logits(model, tokenizer, dataset, batch_size)
+def class_head(self:DifferentialLR, model, tokenizer, dataset): return self.base_strategy.class_head(model, tokenizer, dataset)
 @patch
-def fit(self:DifferentialLR, model, tokenizer, splits:dict, batch_size:int=256): return self.base_strategy.fit(model, tokenizer, splits, batch_size)
+def fit(self:DifferentialLR, model, tokenizer, splits:dict, batch_size:int=256, run=None): return self.base_strategy.fit(model, tokenizer, splits, batch_size, run)
 @patch
 def learned_names(self:DifferentialLR, model:nn.Module)->list: return self.base_strategy.learned_names(model)
 @patch
@@ -89,7 +85,7 @@ def param_groups(self:DifferentialLR, model:nn.Module, # the model after `apply`
                  weight_decay:float=0.0, # weight decay for >= 2-D tensors
                 )->list: # the base's groups split by role; lr = group lr x role multiplier
     "The base strategy's groups, split by role, each with `lr` x its role's multiplier and a `lr_mult` key."
-    roles, mult = lr_roles(model, self.new_names), self.multipliers()
+    roles, mult = lr_roles(model, set(self.base_strategy.learned_names(model))), self.multipliers()
     names = {id(p): n for n, p in model.named_parameters()}
     out = []
     for role in LR_ROLES:

@@ -156,6 +156,7 @@ class HeadOnFeatures(Strategy):
     def fit(self, model:nn.Module, tokenizer, # the frozen model and its tokenizer
             splits:dict, # `train` and `val` datasets (never `test`)
             batch_size:int=256, # images per forward pass when encoding
+            run=None, # builds the Learner of a head trained by gradient (`callbacks.RunContext`)
            ):
         "Encode train and val once and fit the head on their features."
         if 'test' in splits: raise ValueError("fit got a 'test' split: heads are fitted on train and val only")
@@ -167,14 +168,13 @@ class HeadOnFeatures(Strategy):
 
 # %% ../nbs/51_linear_probe.ipynb #6251dbe8
 @patch
-def logits(self:HeadOnFeatures, model:nn.Module, tokenizer, dataset, # what to classify
-           batch_size:int=256, # images per forward pass
-          )->tuple|None:
-    "The fitted head's `(logits, labels)` on `dataset`; None (the standard evaluation) when its class names differ."
+def class_head(self:HeadOnFeatures, model:nn.Module, tokenizer, dataset, # the model, its tokenizer, whose classes to score
+              ): # normalised image features [N, D] -> logits [N, C]; None when the class names differ
+    "The fitted head as a function of the image features; None (the zero-shot head) for other classes than its own."
     if self.head is None: raise ValueError(f"{self.name}: call fit(model, tokenizer, splits) before evaluate")
     if not has_classes(dataset, self.head['classnames']): return None
-    x, y = split_features(model, dataset, batch_size)
-    return x @ self.head['weight'].T + self.head['bias'], y
+    W, b = self.head['weight'], self.head['bias']
+    return lambda feats: feats @ W.to(feats).T + b.to(feats)
 
 # %% ../nbs/51_linear_probe.ipynb #85a2ee61
 @patch
@@ -281,8 +281,8 @@ class LPFT(LinearProbe):
         "Make every parameter trainable (the head joins the model at the start of the fit)."
         return unfreeze(model)
     def callbacks(self)->list: return [ProbeFirstCB(self)]
-    def objective(self, objective): return ProbeHeadClassification()
-    def fit(self, model, tokenizer, splits:dict, batch_size:int=256):
+    def objective(self, model:nn.Module, objective): return ProbeHeadClassification()
+    def fit(self, model, tokenizer, splits:dict, batch_size:int=256, run=None):
         "Nothing left to fit after training: the head was trained with the model."
         if self.head is None: raise ValueError("lp_ft trains its head during the fit: train it (clip_strategies_train) before evaluating")
         return self.head

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['ClipObjective', 'TextHeadClassification', 'ContrastiveLoss', 'default_objective']
+__all__ = ['ClipObjective', 'TextHeadClassification', 'clip_loss', 'ContrastiveLoss', 'HeadClassification', 'default_objective']
 
 # %% ../nbs/08_objectives.ipynb #87efdc9e
 import torch
@@ -110,9 +110,15 @@ def after_validate(self:TextHeadClassification, learn):
 @patch
 def accumulate(self:ClipObjective, batch_size:int, # DATALOADER.TRAIN_X.BATCH_SIZE: items per forward pass
                steps:int, # TRAIN.GRAD_ACCUM_STEPS: forward passes per optimiser step
-              )->tuple: # (items per loader batch, loader batches per optimiser step)
-    "How the objective accumulates gradients: by default, `steps` loader batches of `batch_size` per optimiser step."
-    return batch_size, steps
+              )->tuple: # (the objective to train with, items per loader batch, loader batches per optimiser step)
+    "How the objective accumulates gradients: by default itself, with `steps` loader batches of `batch_size` per step."
+    return self, batch_size, steps
+
+def clip_loss(logits:torch.Tensor, # [B, B] scores of row i against column j; the pairs on the diagonal
+             )->torch.Tensor:
+    "CLIP's symmetric cross-entropy: each row must pick its own column, and each column its own row."
+    labels = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 # %% ../nbs/08_objectives.ipynb #d5692848
 class ContrastiveLoss(ClipObjective):
@@ -125,9 +131,8 @@ class ContrastiveLoss(ClipObjective):
         self.tokenizer, self.micro_batch, self._leaves = tokenizer, micro_batch, None
 
     def accumulate(self, batch_size:int, steps:int)->tuple:
-        "One loader batch holds all `steps` micro-batches, so every pair meets every other as a negative."
-        if steps > 1: self.micro_batch = batch_size
-        return batch_size * steps, 1
+        "One loader batch of all `steps` micro-batches, encoded in micro-batches: every pair meets every other as a negative."
+        return (ContrastiveLoss(self.tokenizer, batch_size) if steps > 1 else self), batch_size * steps, 1
 
     def chunked(self, learn)->bool:
         "Whether this batch is encoded in micro-batches (training, and larger than one micro-batch)."
@@ -143,9 +148,7 @@ class ContrastiveLoss(ClipObjective):
             img = cached if image is None else img
         learn.preds = scale * img @ txt.t()
 
-    def get_loss(self, learn):
-        labels = torch.arange(len(learn.preds), device=learn.preds.device)
-        learn.loss = (F.cross_entropy(learn.preds, labels) + F.cross_entropy(learn.preds.t(), labels)) / 2
+    def get_loss(self, learn): learn.loss = clip_loss(learn.preds)
 
     def targets(self, learn)->torch.Tensor: return torch.arange(len(learn.preds), device=learn.preds.device)
     def __repr__(self): return f'ContrastiveLoss(micro_batch={self.micro_batch})'
@@ -184,6 +187,16 @@ def _no_sync(learn, last:bool):
     acc = getattr(learn, 'accelerator', None)
     if last or acc is None or acc.num_processes < 2: return nullcontext()
     return acc.no_sync(learn.fwd_model)
+
+# %% ../nbs/08_objectives.ipynb #a0ff1c63
+class HeadClassification(Callback):
+    "Cross-entropy of `learn.model` (a head) on batches of image features; classification metrics on validation."
+    order = -20
+    def predict(self, learn): learn.preds = learn.model(learn.xb)
+    def get_loss(self, learn): learn.loss = F.cross_entropy(learn.preds, learn.yb)
+    def targets(self, learn)->torch.Tensor: return learn.yb
+    def metrics(self, preds, targets)->dict: return classification_metrics(preds, targets)
+    def __repr__(self): return 'HeadClassification()'
 
 # %% ../nbs/08_objectives.ipynb #95b2c80b
 def default_objective(ds, # the training dataset (or a loader of it), possibly wrapped in subsets

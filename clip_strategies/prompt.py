@@ -21,7 +21,7 @@ from torch import nn
 from open_clip.transformer import Transformer, VisionTransformer
 from .anatomy import text_tower, trim_tokens, text_trimmable, encode_text_trimmed
 from .objectives import TextHeadClassification
-from .zeroshot import split_features, model_logit_scale, evaluating, warn_unseen_words
+from .zeroshot import model_logit_scale, evaluating
 from .strategy import Addition, StrategyError, OptionError, register_strategy
 from fastcore.basics import patch
 
@@ -193,7 +193,6 @@ class CoOp(Addition):
         if self.csc and not self.classnames: raise OptionError(self.name, 'classnames', self.classnames, 'the class names in label order when csc=True (one context per class)')
         if self.classnames and not self.csc: raise OptionError(self.name, 'classnames', self.classnames, 'empty unless csc=True (only class-specific contexts need them)')
         if len(set(self.classnames)) != len(self.classnames): raise OptionError(self.name, 'classnames', self.classnames, 'distinct names')
-        self.template = None if self.ctx_init and self.n_ctx is None else placeholder_template(self.n_ctx or 16, self.class_token_position)
 
     def context_size(self, tokenizer)->tuple:
         "`(n_ctx, token ids of ctx_init)`, checked against each other."
@@ -220,52 +219,52 @@ def inject(self:CoOp, model:nn.Module):
     tower.token_embedding = PromptEmbedding(tower.token_embedding, ctx, ph, keys, head)
 
 @patch
-def apply(self:CoOp, model:nn.Module)->nn.Module:
-    "Inject (the first time) and train only the context; remember the template and what checks class names."
-    Addition.apply(self, model)
-    emb, tower = prompt_embedding(model), text_tower(model)[0]
-    self.template = placeholder_template(emb.n_ctx, self.class_token_position)
-    self._check = dict(tokenizer=model_tokenizer(model, self.name), n_ctx=emb.n_ctx, context_length=tower.positional_embedding.shape[0])
-    return model
+def template(self:CoOp, model:nn.Module, # a model this strategy was applied to
+            )->str:
+    "The placeholder template of `model`'s learned context, e.g. `'X X X X {}.'`."
+    return placeholder_template(prompt_embedding(model).n_ctx, self.class_token_position)
 
 # %% ../nbs/30_prompt.ipynb #e680a0a9
 @patch
-def prompt_templates(self:CoOp, templates:list, # the dataset's templates (replaced)
+def prompt_templates(self:CoOp, model:nn.Module, # the adapted model
+                     templates:list, # the dataset's templates (replaced)
                     )->list:
     "The one placeholder template, e.g. `['X X X X {}.']`."
-    if self.template is None: raise StrategyError(f"{self.name}: apply the strategy to the model first (the context length of ctx_init={self.ctx_init!r} depends on the tokenizer)")
-    return [self.template]
+    return [self.template(model)]
 
 @patch
-def check_classes(self:CoOp, classnames:list, # the class names a prompt will be built for
+def check_classes(self:CoOp, model:nn.Module, # the adapted model
+                  classnames:list, # the class names a prompt will be built for
                  ):
     "Refuse class names that do not fit the prompt, or that are not the ones a class-specific context was built for."
-    if not hasattr(self, '_check'): raise StrategyError(f"{self.name}: apply the strategy to the model first")
     if self.csc and list(map(str, classnames)) != list(self.classnames):
         raise StrategyError(f"{self.name} with csc=True has one context per class of {self.classnames}; these classes differ: {list(classnames)}")
-    check_class_prompts(self.name, classnames=classnames, **self._check)
+    check_class_prompts(self.name, model_tokenizer(model, self.name), classnames, prompt_embedding(model).n_ctx,
+                        text_tower(model)[0].positional_embedding.shape[0])
 
 @patch
-def prompt_objective(self:CoOp, objective, # the default objective (a `TextHeadClassification`)
+def prompt_objective(self:CoOp, model:nn.Module, # the adapted model
+                     objective, # the default objective (a `TextHeadClassification`)
                      cls=TextHeadClassification, # the objective class to build
                      **kwargs, # more arguments of `cls`
                     ):
     "`objective` as a `cls` on the placeholder template, after checking its class names."
     if not isinstance(objective, TextHeadClassification):
         raise StrategyError(f"{self.name} learns a prompt for class names: it needs a classification objective, not {objective!r}")
-    self.check_classes(objective.classnames)
-    if type(objective) is cls and objective.templates == [self.template] and not kwargs: return objective
-    return cls(objective.tokenizer, objective.classnames, self.prompt_templates(objective.templates), **kwargs)
+    self.check_classes(model, objective.classnames)
+    templates = self.prompt_templates(model, objective.templates)
+    if type(objective) is cls and objective.templates == templates and not kwargs: return objective
+    return cls(objective.tokenizer, objective.classnames, templates, **kwargs)
 
 @patch
-def objective(self:CoOp, objective):
+def objective(self:CoOp, model:nn.Module, objective):
     "Text-head classification on the placeholder template."
-    return self.prompt_objective(objective)
+    return self.prompt_objective(model, objective)
 
 @patch
-def logits(self:CoOp, model, tokenizer, dataset, batch_size:int=256):
+def class_head(self:CoOp, model:nn.Module, tokenizer, dataset):
     "Check the class names; the standard zero-shot head on `prompt_templates` follows (returns None)."
-    if getattr(dataset, 'classnames', None) is not None: self.check_classes(dataset.classnames)
+    if getattr(dataset, 'classnames', None) is not None: self.check_classes(model, dataset.classnames)
     return None
 
 # %% ../nbs/30_prompt.ipynb #8642221e
@@ -316,13 +315,11 @@ class ConditionalClassification(TextHeadClassification):
 @register_strategy('cocoop')
 class CoCoOp(CoOp):
     "CoCoOp: CoOp's context shifted by a meta-network of each image's feature; the class prompts are re-encoded per image."
-    class_token_position, csc, classnames = 'end', False, []
+    pinned = dict(class_token_position='end', csc=False, classnames=[])  # one shared context, the class name at the end
     recipe = prompt_recipe(epochs=4, batch_size=1)
-    def __init__(self, n_ctx:int|None=None, # context vectors; None: the token count of ctx_init
-                 ctx_init:str|None='a photo of a', # initial phrase; None: random N(0, 0.02)
-                ):
-        self.store_options(n_ctx=n_ctx, ctx_init=ctx_init)
-        self.check_options()
+    def __init__(self, ctx_init:str|None='a photo of a', # initial phrase; None: random N(0, 0.02)
+                 **options, # CoOp's other options (n_ctx)
+                ): super().__init__(ctx_init=ctx_init, **options, **self.pinned)
 
     def inject(self, model:nn.Module):
         "CoOp's prompt embedding, with the meta-network."
@@ -331,23 +328,21 @@ class CoCoOp(CoOp):
         if vis_dim is None: raise StrategyError(f"cocoop needs the image feature size: {type(model.visual).__name__} has no output_dim")
         emb.meta_net = meta_net(vis_dim, emb.weight.shape[1]).to(emb.weight.device)
 
-    def objective(self, objective): return self.prompt_objective(objective, ConditionalClassification)
+    def objective(self, model:nn.Module, objective): return self.prompt_objective(model, objective, ConditionalClassification)
 
 # %% ../nbs/30_prompt.ipynb #9dae41d2
 @patch
-def logits(self:CoCoOp, model:nn.Module, tokenizer, dataset, # what to classify
-           batch_size:int=256, # images per forward pass
-          )->tuple: # (logits [N, C], labels [N]); `evaluate` turns them into metrics
-    "Class scores with image-conditioned class features."
-    self.check_classes(dataset.classnames)
-    warn_unseen_words(tokenizer, dataset.classnames)
-    feats, labels = split_features(model, dataset, batch_size)
+def class_head(self:CoCoOp, model:nn.Module, tokenizer, dataset, # the adapted model, its tokenizer, whose classes to score
+              ): # normalised image features [N, D] -> class scores [N, C]
+    "Class scores with image-conditioned class features: each image re-encodes the class prompts with its own shift."
+    self.check_classes(model, dataset.classnames)
     trim, device = text_trimmable(model), next(model.parameters()).device
-    tokens = tokenizer([self.template.replace('{}', str(c)) for c in dataset.classnames])
+    tokens = tokenizer([self.template(model).replace('{}', str(c)) for c in dataset.classnames])
+    tokens = (trim_tokens(tokens) if trim else tokens).to(device)
     encode = (lambda t: encode_text_trimmed(model, t)) if trim else (lambda t: model.encode_text(t, normalize=True))
-    with evaluating(model), torch.no_grad():
-        logits = conditional_logits(model, feats.to(device), (trim_tokens(tokens) if trim else tokens).to(device), encode, model_logit_scale(model))
-    return logits.float().cpu(), labels
+    def head(feats):
+        with evaluating(model): return conditional_logits(model, feats.to(device), tokens, encode, model_logit_scale(model)).float().to(feats.device)
+    return head
 
 # %% ../nbs/30_prompt.ipynb #dbd5816f
 def saved_bytes(step, # callable running one forward pass whose activations autograd keeps
@@ -394,22 +389,18 @@ class KgCoOpClassification(TextHeadClassification):
 class KgCoOp(CoOp):
     "KgCoOp: CoOp plus w · (1 − cos(learned class features, hand-written prompt features)) in the loss."
     recipe = prompt_recipe(epochs=50)
-    def __init__(self, n_ctx:int|None=None, # context vectors; None: the token count of ctx_init
-                 ctx_init:str|None='a photo of a', # initial phrase; None: random N(0, 0.02)
-                 class_token_position:Literal['end', 'middle', 'front']='end', # where the class name sits in the prompt
-                 csc:bool=False, # class-specific contexts
-                 classnames:list[str]=[], # the class names in label order (csc=True only)
+    def __init__(self, ctx_init:str|None='a photo of a', # initial phrase; None: random N(0, 0.02)
                  w:float=8., # weight of the knowledge-guided term (KgCoOp's TRAINER.COOP.W)
                  hand_template:str='a photo of a {}.', # the hand-written prompt the class features stay close to
+                 **options, # CoOp's other options (n_ctx, class_token_position, csc, classnames)
                 ):
-        self.store_options(n_ctx=n_ctx, ctx_init=ctx_init, class_token_position=class_token_position, csc=csc, classnames=classnames,
-                           w=w, hand_template=hand_template)
-        self.check_options()
+        super().__init__(ctx_init=ctx_init, **options)
+        self.store_options(w=w, hand_template=hand_template)
         if not (math.isfinite(self.w) and self.w >= 0): raise OptionError(self.name, 'w', w, 'a finite number >= 0')
         if self.hand_template.count('{}') != 1: raise OptionError(self.name, 'hand_template', hand_template, "a prompt with one '{}' for the class name")
 
-    def objective(self, objective):
-        return self.prompt_objective(objective, KgCoOpClassification, w=self.w, hand_template=self.hand_template)
+    def objective(self, model:nn.Module, objective):
+        return self.prompt_objective(model, objective, KgCoOpClassification, w=self.w, hand_template=self.hand_template)
 
 # %% ../nbs/30_prompt.ipynb #aedf7e1a
 class PromptedTransformer(Transformer):

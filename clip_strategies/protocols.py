@@ -22,7 +22,8 @@ from .zeroshot import classification_metrics
 from .models import load_clip
 from .data import get_dataset
 from .config import load_config
-from .cli import test_split, evaluate, image_transforms, task_of, class_scores, USER_ERRORS, RUN_ERRORS
+from .evaluate import full_test_split, test_split, also_test_sets, evaluate, task_of, class_scores
+from .cli import image_transforms, USER_ERRORS, RUN_ERRORS
 from .saliency import changed_predictions, saliency_figure
 
 # %% ../nbs/43_protocols.ipynb #71db720b
@@ -70,10 +71,10 @@ def run_ends(run_dir, # the OUTPUT_DIR of a finished `clip_strategies_train` run
 # %% ../nbs/43_protocols.ipynb #43e23043
 def test_sets(run:dict, # what `load_run` gives
              )->dict: # name -> dataset
-    "A run's test split and the other test sets its config names (`DATASET.ALSO_TEST`), with the run's test transform."
+    "A run's test split and the other sets it was tested on (`evaluate.also_test_sets`), with the run's test transform."
     cfg, test_tf = run['cfg'], image_transforms(run['cfg'], run['preprocess'])[1]
-    return {cfg['DATASET.NAME']: test_split(cfg, test_tf),
-            **{n: get_dataset(n, None, 'test', test_tf) for n in cfg['DATASET.ALSO_TEST']}}
+    full = full_test_split(cfg, test_tf)
+    return {cfg['DATASET.NAME']: test_split(cfg, test_tf, full), **also_test_sets(cfg, test_tf, full)}
 
 def wise_curve(run_dir, # a finished run's folder
                alphas:list=tuple(i / 10 for i in range(11)), # mixing weights

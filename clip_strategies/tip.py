@@ -363,6 +363,7 @@ def cached(self:Tip, model:nn.Module, # the frozen CLIP
 def fit(self:Tip, model:nn.Module, tokenizer, # the frozen CLIP and its tokenizer
          splits:dict, # `train` and `val` (never `test`)
          batch_size:int=256, # images per forward pass
+         run=None, # builds the Learner of what trains by gradient (Tip-F's keys; `callbacks.RunContext`)
         ):
     "Build (or read) the cache, the zero-shot weights, and search alpha/beta on `val`; the adapter is `self.adapter`."
     train, val = splits['train'], splits.get('val')
@@ -375,24 +376,22 @@ def fit(self:Tip, model:nn.Module, tokenizer, # the frozen CLIP and its tokenize
     self.adapter = (slot_adapter(w, *slot_cache(keys, labels, len(w), self.cache_size), self.alpha, self.beta) if self.new
                     else TipAdapter(w, keys, labels, self.alpha, self.beta))
     vf, vl = split_features(model, val, batch_size) if val is not None and len(val) else (None, None)
-    self._finetune(passes, labels, vf, vl)
+    self._finetune(passes, labels, vf, vl, run)
     scale = self.search_scale or search_scale_for(train)
     if self.search_best: self.found = {k: v for k, v in search(self.adapter, vf, vl, scale, self.search_step).items() if k != 'grid'}
     return self.adapter
 
 @patch
-def _finetune(self:Tip, passes, labels, vf, vl): "Tip trains nothing."; return None
+def _finetune(self:Tip, passes, labels, vf, vl, run=None): "Tip trains nothing."; return None
 
 # %% ../nbs/50_tip.ipynb #7f2589e7
 @patch
-def logits(self:Tip, model:nn.Module, tokenizer, dataset, # what to classify
-           batch_size:int=256, # images per forward pass
-          )->tuple|None:
-    "The fitted adapter's `(logits, labels)` on `dataset` (`evaluate` turns them into metrics); None when its class names differ."
+def class_head(self:Tip, model:nn.Module, tokenizer, dataset, # the model, its tokenizer, whose classes to score
+              ): # normalised image features [N, D] -> logits [N, C]; None when the class names differ
+    "The fitted adapter as a function of the image features; None (the zero-shot head) for other classes than its own."
     if self.adapter is None: raise StrategyError(f"Strategy {self.name!r} is not fitted: call fit(model, tokenizer, splits) first")
     if not has_classes(dataset, self.classnames): return None  # the cache votes for other classes
-    feats, labels = split_features(model, dataset, batch_size)
-    with torch.no_grad(): return self.adapter(feats), labels
+    return lambda feats: self.adapter(feats.float().cpu()).to(feats.device)
 
 # %% ../nbs/50_tip.ipynb #7caea618
 @patch
@@ -415,19 +414,16 @@ def load_fitted_state(self:Tip, state:dict, # what `fitted_state` returned
 @register_strategy('tip_f')
 class TipF(Tip):
     "Tip-Adapter-F: Tip's cache keys fine-tuned (AdamW, cosine), best validation epoch kept, alpha/beta searched again."
-    def __init__(self, alpha:float=1.0, beta:float=1.0, augment_epoch:int=10, search_best:bool=True,
-                 search_scale:list[float]|None=None, search_step:list[int]=[200, 20], cache:str|None=None, backbone:str='',
-                 load_cache:bool=True, new:bool=False, cache_size:int=100, new_dataset:bool=False,
-                 epochs:int=20, # epochs of key fine-tuning
+    def __init__(self, epochs:int=20, # epochs of key fine-tuning
                  lr:float=1e-3, # AdamW learning rate (eps 1e-4, cosine schedule)
                  batch_size:int=256, # cached features per step
+                 **options, # Tip's options
                 ):
-        super().__init__(alpha, beta, augment_epoch, search_best, search_scale, search_step, cache, backbone,
-                         load_cache, new, cache_size, new_dataset)
+        super().__init__(**options)
         self.store_options(epochs=epochs, lr=lr, batch_size=batch_size)
         if epochs < 1: raise OptionError(self.name, 'epochs', epochs, 'a positive integer')
 
-    def _finetune(self, passes, labels, vf, vl):
+    def _finetune(self, passes, labels, vf, vl, run=None):
         "Fine-tune the keys on the augmented passes, the epoch chosen on validation."
         if passes is None: raise StrategyError(f"Strategy {self.name!r} trains on the augmented passes; a cache read from a file "
                                                f"does not keep them: leave `cache` unset for tip_f")

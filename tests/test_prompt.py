@@ -52,7 +52,7 @@ def test_learned_file_loads_onto_a_fresh_model(coop_run, mini):
     trained = copy.deepcopy(mini)
     get_strategy('coop').apply(trained)
     trained.load_state_dict(load_file(str(coop_run/'model.safetensors')))  # the whole trained model, as the run wrote it
-    texts = [strategy.prompt_templates([])[0].format(c) for c in ('circle', 'star')] + ['a red circle']
+    texts = [strategy.prompt_templates(fresh, [])[0].format(c) for c in ('circle', 'star')] + ['a red circle']
     torch.testing.assert_close(outputs(fresh, texts), outputs(trained, texts), rtol=0, atol=1e-6)
     init = get_strategy('coop').apply(copy.deepcopy(mini))
     assert not torch.allclose(prompt_embedding(fresh).ctx, prompt_embedding(init).ctx, atol=1e-4)  # it trained
@@ -106,4 +106,4 @@ def test_differential_lr_over_coop(tmp_path, mini):
     assert list(tensors) == ['token_embedding.ctx']
     fresh = load_clip('mini', device='cpu')[0]
     loaded = load_learned(fresh, out/'learned.safetensors', 'mini')
-    assert loaded.prompt_templates([]) == ['X X X X {}.']  # the base's placeholder template reaches the objective
+    assert loaded.prompt_templates(fresh, []) == ['X X X X {}.']  # the base's placeholder template reaches the objective

@@ -9,8 +9,13 @@ PKG = ROOT/'clip_strategies'
 FLOORS = {  # ARCHITECTURE's floors, as this package draws them (see nbs/00_core.ipynb)
     'core': 0, 'anatomy': 1, 'mini': 1, 'models': 2, 'data': 2, 'callback': 2, 'zeroshot': 3, 'optim': 3,
     'objectives': 4, 'learner': 4, 'callbacks': 4, 'checkpoint': 4, 'feature_cache': 4, 'widgets': 4, 'strategy': 5,
-    'config': 7, 'cli': 7, 'compare': 8, 'protocols': 8, 'choose': 9, 'saliency': 4, 'retrieval': 9, 'memes': 8}
-STRATEGY_FLOOR = 6
+    'evaluate': 6.5, 'config': 7, 'cli': 7, 'compare': 8, 'protocols': 8, 'choose': 9, 'saliency': 8, 'retrieval': 9, 'memes': 8}
+STRATEGY_FLOOR = 6  # the strategy modules; `evaluate` asks them, config and cli ask it
+
+def strategy_modules():
+    "The modules that hold the library's strategies (the registry's table names them; `strategy` itself holds zeroshot)."
+    from clip_strategies.strategy import STRATEGY_MODULES
+    return set(STRATEGY_MODULES.values()) - {'strategy'}
 
 def modules(): return {p.stem: p for p in PKG.glob('*.py') if p.stem not in ('__init__', '_modidx')}
 
@@ -30,13 +35,10 @@ def graph():
     mods = modules()
     return {m: sorted(i for i in imports_of(p) if i in mods and i != m) for m, p in mods.items()}
 
-def floor(m):
-    from clip_strategies.strategy import STRATEGY_MODULES
-    return STRATEGY_FLOOR if m in STRATEGY_MODULES else FLOORS[m]
+def floor(m): return STRATEGY_FLOOR if m in strategy_modules() else FLOORS[m]
 
 def test_every_module_has_a_floor():
-    from clip_strategies.strategy import STRATEGY_MODULES
-    assert sorted(set(modules()) - set(STRATEGY_MODULES)) == sorted(FLOORS)
+    assert sorted(set(modules()) - strategy_modules()) == sorted(FLOORS)
 
 def test_no_import_cycles():
     g, seen, stack = graph(), set(), []
@@ -51,26 +53,30 @@ def test_lower_floors_never_import_higher_ones():
     assert bad == [], bad
 
 def test_strategies_never_import_each_other():
-    from clip_strategies.strategy import STRATEGY_MODULES
-    bad = [(m, n) for m, ns in graph().items() if m in STRATEGY_MODULES for n in ns if n in STRATEGY_MODULES]
+    bad = [(m, n) for m, ns in graph().items() if m in strategy_modules() for n in ns if n in strategy_modules()]
     assert bad == [], bad
 
-def test_the_registry_names_only_modules_that_exist_and_registers_them_all():
-    from clip_strategies.strategy import STRATEGY_MODULES, list_strategies
-    assert all(importlib.util.find_spec(f'clip_strategies.{m}') for m in STRATEGY_MODULES)
+def test_the_registry_table_names_each_strategy_where_it_is_registered():
+    "Importing each module of STRATEGY_MODULES registers exactly the names the table gives it, and nothing else registers."
+    from clip_strategies.strategy import STRATEGY_MODULES, load_strategies, registered_strategies
+    assert all(importlib.util.find_spec(f'clip_strategies.{m}') for m in set(STRATEGY_MODULES.values()))
     registering = sorted(m for m, p in modules().items() if '@register_strategy' in p.read_text() and m != 'strategy')
-    assert registering == sorted(STRATEGY_MODULES)
-    assert len(list_strategies()) >= len(STRATEGY_MODULES)
+    assert registering == sorted(strategy_modules())
+    load_strategies()
+    where = {n: c.__module__.split('.')[-1] for n, c in registered_strategies().items()}
+    assert where == STRATEGY_MODULES
 
 def test_a_strategy_module_that_fails_to_import_is_an_error_with_its_cause(tmp_path):
     (tmp_path/'broken_for_test.py').write_text('import a_dependency_that_is_not_installed\n')
     code = ("import clip_strategies, clip_strategies.strategy as s\n"
-            f"clip_strategies.__path__.append({str(tmp_path)!r}); s.STRATEGY_MODULES.append('broken_for_test')\n"
-            "try: s.list_strategies()\n"
-            "except s.StrategyError as e: print('ERROR', e)\n")
+            f"clip_strategies.__path__.append({str(tmp_path)!r}); s.STRATEGY_MODULES['broken'] = 'broken_for_test'\n"
+            "try: s.get_strategy('broken')\n"
+            "except s.StrategyError as e: print('ERROR', e)\n"
+            "print('others', s.get_strategy('full').name)\n")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.startswith("ERROR Strategy module clip_strategies.broken_for_test failed to import: ModuleNotFoundError: "
                                  "No module named 'a_dependency_that_is_not_installed'"), out.stdout + out.stderr
+    assert 'others full' in out.stdout, out.stdout
 
 def test_loading_a_config_imports_no_training_or_plotting_code():
     code = ("import sys; from clip_strategies.config import load_config, config_path\n"

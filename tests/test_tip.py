@@ -20,7 +20,8 @@ def test_cli_run_writes_metrics(tmp_path, name, extra):
     model, prep, tok = load_clip('mini')
     s = load_learned(model, out/'learned.safetensors', 'mini')
     assert s.name == name and s.found is not None
-    assert s.evaluate(model, tok, get_dataset('mini_shift', split='test', transform=prep))['top1'] == pytest.approx(m['accuracy'], abs=1e-4)
+    from clip_strategies.evaluate import evaluate
+    assert evaluate(model, tok, get_dataset('mini_shift', split='test', transform=prep), strategy=s)['top1'] == pytest.approx(m['accuracy'], abs=1e-4)
 
 def test_cli_refuses_retrieval(tmp_path, capsys):
     out = tmp_path/'ret'
