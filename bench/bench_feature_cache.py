@@ -34,7 +34,7 @@ from clip_strategies.core import count_params
 
 class CacheTimer(Callback):
     "Time spent in the feature cache's `before_fit` (encoding the dataset once)."
-    order = -31  # just before FeatureCacheCB (order -30)
+    run_before = ('feature_cache',)
     def before_fit(self, learn): self.t0 = time.perf_counter()
     def before_epoch(self, learn):
         if not hasattr(self, 'build'): self.build = time.perf_counter() - self.t0

@@ -46,7 +46,7 @@ def get_model(size):
 
 class StepTimer(Callback):
     "Timestamps after every training batch."
-    order = 1000
+    run_last = True
     def before_fit(self, learn): self.times = []
     def after_batch(self, learn):
         if learn.training: self.times.append((time.perf_counter(), time.process_time()))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from fastcore.basics import patch
 from .anatomy import Piece, pieces, matches, check_terms, set_grad_mask, clear_grad_masks
-from .callback import Callback
+from .callback import Callback, processes
 from .strategy import Strategy, OptionError, register_strategy, base_strategy, adamw_recipe
 
 # %% ../nbs/28_abs.ipynb #65a6a566
@@ -157,7 +157,7 @@ def _row_unit(r:list)->Unit: return Unit(r[0], r[1], None if r[2] is None else s
 
 class ABSCallback(Callback):
     "Angle-Based Selection in a Learner run: snapshot before fit, select and freeze after the warm-up epochs."
-    order = 10  # after the objective, before the Recorder (50); the checkpoint writes after it
+    run_after, run_before = ('objective',), ('recorder',)  # the checkpoint restores it first and saves its selection last
     def __init__(self, warmup_epochs:int=1, # epochs of training before the selection
                  keep:int=4, # units kept per group
                  top:bool=True, # keep the largest angles; False: the smallest
@@ -175,8 +175,6 @@ class ABSCallback(Callback):
     def __repr__(self): return f'ABSCallback(warmup_epochs={self.warmup_epochs}, keep={self.keep}, top={self.top}, group={self.group}, group_names={self.group_names})'
 
 # %% ../nbs/28_abs.ipynb #3fc2c81e
-def _multi(learn)->bool: return getattr(getattr(learn, 'accelerator', None), 'num_processes', 1) > 1
-
 @patch
 def before_fit(self:ABSCallback, learn):
     if learn.epochs <= self.warmup_epochs and not self.done:
@@ -184,7 +182,7 @@ def before_fit(self:ABSCallback, learn):
     if not learn.start_epoch: self.reset()  # a fresh run, not a resume
     if self._restored and self.done:  # resumed after the selection: apply it again, from the checkpoint's weights
         cur = {pn: p.detach() for pn, p in learn.model.named_parameters()}
-        self.mask = reset_and_freeze(learn.model, cur, self.units, self.keep_mask, freeze=not _multi(learn))
+        self.mask = reset_and_freeze(learn.model, cur, self.units, self.keep_mask, freeze=processes(learn) == 1)
     elif not self.done:
         if self.snap is None: self.units = abs_units(learn.model, self.group_names if self.group else None); self.snap = snapshot(learn.model, self.units)
         if learn.start_epoch >= self.warmup_epochs: self.select(learn)  # resumed right after the warm-up
@@ -195,7 +193,7 @@ def select(self:ABSCallback, learn):
     "Angles, selection, reset and freeze, and a rebuilt optimiser."
     self.angles = unit_angles(learn.model, self.snap, self.units)
     self.keep_mask = select_units(self.angles, self.units, self.keep, self.top, self.group)
-    self.mask = reset_and_freeze(learn.model, self.snap, self.units, self.keep_mask, freeze=not _multi(learn))
+    self.mask = reset_and_freeze(learn.model, self.snap, self.units, self.keep_mask, freeze=processes(learn) == 1)
     self.snap, self.done, self.epoch, self.step = None, True, learn.epoch, learn.train_step
     learn.create_opt()
 

@@ -8,7 +8,7 @@ import re
 
 # %% auto #0
 __all__ = ['CANCELS', 'EVENT', 'CancelFitException', 'CancelEpochException', 'CancelTrainException', 'CancelValidateException',
-           'CancelBatchException', 'CancelStepException', 'Callback', 'order_of', 'event_table']
+           'CancelBatchException', 'CancelStepException', 'Callback', 'run_order', 'event_table', 'processes']
 
 # %% ../nbs/06_callback.ipynb #3176299b
 class CancelFitException(Exception): "Raise in a callback to end `fit` cleanly (the run counts as finished)."
@@ -27,9 +27,10 @@ def _snake(name:str)->str:
     return re.sub(r'(?<!^)(?=[A-Z][a-z])', '_', name).lower()
 
 class Callback:
-    "Base class: define event methods such as `before_fit(self, learn)`; callbacks with a lower `order` run first."
-    order = 0
-    orders = {}  # per-event exceptions to `order`, e.g. {'after_epoch': 100}
+    "Base class: define event methods such as `before_fit(self, learn)`; place it relative to named callbacks."
+    kind = None  # a role other callbacks can name, e.g. 'objective', 'trainer'
+    run_before, run_after = (), ()  # names or kinds of callbacks this one runs before / after, in every event they share
+    run_first, run_last = (), ()  # events (True: every event) in which it runs before / after all others, unless one names it
     @property
     def name(self)->str: return _snake(type(self).__name__.removesuffix('CB'))
     def state_dict(self)->dict|None:
@@ -42,12 +43,55 @@ class Callback:
 # %% ../nbs/06_callback.ipynb #b8d7247e
 EVENT = re.compile(r'(before|after|after_cancel|cleanup)_[a-z_]+|predict|get_loss|backward|step|zero_grad')
 
-def order_of(cb, event:str)->float:
-    "Where `cb` runs among the listeners of `event`: its `orders[event]`, else its `order`."
-    return getattr(cb, 'orders', {}).get(event, getattr(cb, 'order', 0))
+def _named(cb, target:str)->bool: return target in (cb.name, cb.kind)
+def _in(events, event:str)->bool: return events is True or event in events
+
+def _explicit(cbs:list)->dict:
+    "i -> the positions of the callbacks `cbs[i]` must run after, from `run_before` / `run_after`."
+    after = {i: set() for i in range(len(cbs))}
+    for i, c in enumerate(cbs):
+        for j, o in enumerate(cbs):
+            if i != j and (any(_named(o, t) for t in c.run_after) or any(_named(c, t) for t in o.run_before)): after[i].add(j)
+    return after
+
+def _reaches(after:dict, i:int, j:int)->bool:
+    "Whether `i` must run after `j`, through the explicit relations."
+    seen, todo = set(), [i]
+    while todo:
+        k = todo.pop()
+        if j in after[k]: return True
+        todo += [m for m in after[k] - seen if not seen.add(m)]
+    return False
+
+# %% ../nbs/06_callback.ipynb #12e58713
+def run_order(cbs:list, # the callbacks that listen to `event`
+              event:str, # the event
+             )->list: # `cbs` in running order
+    "Sort the listeners of `event`: explicit relations first, then `run_first` / `run_last`, ties in the order given."
+    for c in cbs:
+        if hasattr(c, 'order') or hasattr(c, 'orders'):
+            raise TypeError(f"{type(c).__name__} sets a numeric `order`: callbacks are placed relative to named callbacks "
+                            f"(run_before / run_after a name or kind such as 'checkpoint' or 'objective', or run_first / run_last)")
+    after = _explicit(cbs)
+    for i, c in enumerate(cbs):
+        for j in range(len(cbs)):
+            if j == i: continue
+            if _in(c.run_first, event) and not _in(c.run_last, event) and not _reaches(after, i, j): after[j].add(i)
+            if _in(c.run_last, event) and not _reaches(after, j, i): after[i].add(j)
+    out, done = [], set()
+    while len(out) < len(cbs):
+        ready = [i for i in range(len(cbs)) if i not in done and after[i] <= done]
+        if not ready: raise ValueError(f"Callbacks with contradicting relations in {event}: {[cbs[i] for i in range(len(cbs)) if i not in done]}")
+        done.add(ready[0]); out.append(cbs[ready[0]])
+    return out
 
 def event_table(cbs:list, # callbacks
                )->dict: # event name -> bound methods, in order
-    "For each event some callback listens to, the methods to call, sorted by the callbacks' order for that event."
+    "For each event some callback listens to, the methods to call, in running order."
     names = {m for c in cbs for m in dir(c) if EVENT.fullmatch(m) and not m.startswith('__')}
-    return {n: [getattr(c, n) for c in sorted(cbs, key=lambda c: order_of(c, n)) if callable(getattr(c, n, None))] for n in names}
+    return {n: [getattr(c, n) for c in run_order([c for c in cbs if callable(getattr(c, n, None))], n)] for n in names}
+
+# %% ../nbs/06_callback.ipynb #3ed212a1
+def processes(learn)->int:
+    "How many processes train together (1 without `accelerate`'s several processes)."
+    return getattr(getattr(learn, 'accelerator', None), 'num_processes', 1)

@@ -17,7 +17,7 @@ __all__ = ['make_accelerator', 'AccelerateCB', 'Recorder', 'NonFiniteLossError',
 import torch
 from tqdm.auto import tqdm
 from .core import PRECISIONS, check_name, get_device
-from .callback import Callback, CancelStepException
+from .callback import Callback, CancelStepException, processes
 from .optim import LRScheduleCB
 from .learner import TrainCB, DataLoaders, Learner
 from .checkpoint import latest_checkpoint, CheckpointCB
@@ -43,7 +43,6 @@ def make_accelerator(precision:str='fp32', # 'fp32', 'bf16' or 'fp16' (CUDA only
 # %% ../nbs/10_callbacks.ipynb #7aca7d16
 class AccelerateCB(TrainCB):
     "The trainer for every run: mixed precision, gradient accumulation and multi-process data parallel via accelerate."
-    order = -100
     def __init__(self, precision:str='fp32', # TRAIN.PRECISION: 'fp32', 'bf16' or 'fp16' (autocast, fp32 master weights)
                  grad_accum:int=1, # TRAIN.GRAD_ACCUM_STEPS: micro-batches per optimiser step
                  device=None, # None: CUDA if available, else CPU
@@ -133,14 +132,14 @@ class _Accum:
         out = dict(loss=loss, acc=acc)
         if self.collect and self.preds:
             p, t, a = torch.cat(self.preds), torch.cat(self.targs), getattr(learn, 'accelerator', None)
-            if a is not None and a.num_processes > 1: p, t = a.gather_for_metrics(p), a.gather_for_metrics(t)
+            if processes(learn) > 1: p, t = a.gather_for_metrics(p), a.gather_for_metrics(t)
             out.update(learn.objective.metrics(p, t))
         return out
 
 # %% ../nbs/10_callbacks.ipynb #c7c2ba35
 class Recorder(Callback):
     "Keeps `learn.history`: one dict per training batch (loss, lr) and one per epoch (train and validation metrics)."
-    order = 50
+    run_before = ('progress',)
     def __init__(self): self.history = []
     def before_fit(self, learn):
         if not learn.start_epoch: self.history = []
@@ -175,7 +174,7 @@ class NonFiniteLossError(RuntimeError): "The training loss became NaN or infinit
 
 class NonFiniteCB(Callback):
     "Stop with `NonFiniteLossError` at the first NaN/inf training loss, before the epoch's checkpoint is written."
-    order = 40
+    run_before = ('recorder',)
     def __init__(self, every:int=8): self.every, self.pending = every, []  # batches per check: one sync, not one per step
     def before_train(self, learn): self.pending = []
     def after_batch(self, learn):
@@ -202,7 +201,7 @@ class GradClipCB(Callback):
     def after_create_opt(self, learn): self.params = [p for g in learn.opt.param_groups for p in g['params']]
     def before_step(self, learn):
         acc = getattr(learn, 'accelerator', None)
-        if acc is not None and acc.num_processes > 1: return acc.clip_grad_norm_(self.params, self.max_norm)
+        if processes(learn) > 1: return acc.clip_grad_norm_(self.params, self.max_norm)
         if acc is not None and acc.scaler is not None: acc.unscale_gradients()  # fp16: clip the true gradients
         torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
     def __repr__(self): return f'GradClipCB({self.max_norm})'
@@ -224,7 +223,7 @@ def _main_process(learn)->bool:
 
 class ProgressCB(Callback):
     "A progress bar per epoch with the running loss and accuracy, and/or a log line every `every` batches."
-    order = 60
+    run_after = ('recorder',)
     def __init__(self, bar:bool=True, # show a progress bar
                  every:int=0, # TRAIN.PRINT_FREQ: print a line every this many training batches (0: never)
                  refresh:float=0.5, # seconds between bar refreshes

@@ -190,7 +190,7 @@ def check_groups(learn, ck:dict):
 # %% ../nbs/11_checkpoint.ipynb #878a85b8
 class CheckpointCB(Callback):
     "Save a checkpoint after every epoch; with `resume`, continue from the last one in `path` exactly."
-    order, orders = -90, {'after_epoch': 100}  # load before the cache and the objective read the weights; save after all else
+    run_after, run_first, run_last = ('trainer',), True, ('after_epoch',)  # restore every state before anyone reads it; save after all else
     def __init__(self, path, # the checkpoint directory
                  keep:int=1, # epoch checkpoints to keep
                  resume:bool=False, # continue from the last checkpoint in `path`

@@ -8,9 +8,9 @@ import argparse, json, sys, time, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'RUN_ERRORS', 'backbone_input', 'image_transforms', 'build_splits', 'unseen_class_words',
-           'check_output_dir', 'run_context', 'make_learner', 'train', 'run', 'protocol_run', 'parse_args',
-           'resolve_config', 'train_main']
+__all__ = ['other_test_sets', 'USER_ERRORS', 'RUN_ERRORS', 'backbone_input', 'image_transforms', 'build_splits',
+           'unseen_class_words', 'check_output_dir', 'run_context', 'make_learner', 'train', 'run', 'protocol_run',
+           'parse_args', 'resolve_config', 'train_main']
 
 # %% ../nbs/41_cli.ipynb #6ae51048
 from torchvision import transforms as T
@@ -21,6 +21,7 @@ from .zeroshot import warn_unseen_words, UnseenWordsWarning
 from .optim import OptFunc, LRScheduleCB
 from .objectives import default_objective
 from .learner import Learner, dataloaders
+from .callback import processes
 from .callbacks import NonFiniteLossError, RunContext
 from .checkpoint import CheckpointError
 from .feature_cache import FeatureCacheCB
@@ -67,6 +68,8 @@ def build_splits(cfg:Config, preprocess, # a validated config, the backbone's pr
     return dict(splits, task=task_of(full))
 
 # %% ../nbs/41_cli.ipynb #e6362a5a
+other_test_sets = also_test_sets  # its name before the evaluation floor
+
 def unseen_class_words(tokenizer, dataset)->str|None:
     "The note about class-name words the backbone never saw (said once per run), or None."
     if getattr(dataset, 'classnames', None) is None: return None
@@ -132,7 +135,7 @@ def train(cfg:Config, # a validated config (`load_config`)
     metrics = dict(strategy=strategy.name, spec=strategy_spec(strategy), backbone=cfg['MODEL.BACKBONE.NAME'], pretrained=cfg['MODEL.BACKBONE.PRETRAINED'],
                    dataset=cfg['DATASET.NAME'], task=task, num_shots=cfg['DATASET.NUM_SHOTS'], seed=cfg['SEED'],
                    trainable_params=trainable, total_params=total, train_seconds=round(time.time() - t0, 2),
-                   epochs=cfg['OPTIM.MAX_EPOCH'], processes=learn.accelerator.num_processes if learn else 1, **after, before=before, also=also,
+                   epochs=cfg['OPTIM.MAX_EPOCH'], processes=processes(learn), **after, before=before, also=also,
                    history=[r for r in learn.history if 'train_loss' in r] if learn else [])
     metrics['base_to_new'] = base_to_new(metrics)
     return dict(model=model, tokenizer=tokenizer, strategy=strategy, learner=learn, splits=splits, metrics=metrics)

@@ -66,30 +66,31 @@ def run_overrides(spec, shots:int, seed:int, run_dir:Path, overrides:dict)->dict
     return {**strategy_overrides(spec, overrides), 'TRAINER.NAME': spec, 'DATASET.NUM_SHOTS': int(shots), 'SEED': int(seed),
             'OUTPUT_DIR': str(run_dir), 'TRAIN.PRINT_FREQ': 0}
 
-def check_grid(specs:list, shots:list, seeds:list, config, overrides:dict)->str:
-    "Validate every strategy's config and the shots against the training split (raise naming what is wrong); return the task."
+def check_grid(specs:list, shots:list, seeds:list, config, overrides:dict)->tuple:
+    "Validate every strategy's config and the shots against the training split (raise naming what is wrong): (task, strategies by label)."
     bad = [k for k in shots if not isinstance(k, int) or isinstance(k, bool) or k < 1]
     if bad or not shots: raise ValueError(f"shots must be positive integers, got {list(shots)}")
     if not seeds or any(not isinstance(s, int) or isinstance(s, bool) for s in seeds): raise ValueError(f"seeds must be integers, got {list(seeds)}")
     for key in [k for k in overrides if k.startswith('TRAINER.') and not any(reads_key(s, k, overrides[k]) for s in specs)]:
         load_config(config, run_overrides(specs[0], max(shots), seeds[0], Path('.'), {}) | {key: overrides[key]})  # says why
+    built = {}
     for spec in specs:
-        try: load_config(config, run_overrides(spec, max(shots), seeds[0], Path('.'), overrides)).build_strategy()
+        try: built[strategy_label(spec)] = load_config(config, run_overrides(spec, max(shots), seeds[0], Path('.'), overrides)).build_strategy()
         except USER_ERRORS as e: raise ValueError(f"{strategy_label(spec)}: {e.args[0] if isinstance(e, KeyError) and e.args else e}") from None
     cfg = load_config(config, run_overrides(specs[0], max(shots), seeds[0], Path('.'), overrides))
     train = get_dataset(cfg['DATASET.NAME'], cfg['DATASET.ROOT'] or None, split='train')
     if hasattr(train, 'labels'): few_shot_indices(train.labels, max(shots), seeds[0], 0, train.classnames)
-    return task_of(train)
+    return task_of(train), built
 
 # %% ../nbs/42_compare.ipynb #34bfb8bb
-def task_refusals(specs:list, # strategy specs
+def task_refusals(strategies:dict, # label -> configured strategy (what `check_grid` built)
                   task:str, # 'classification' or 'retrieval'
                  )->dict: # label -> why it cannot
-    "The strategies of `specs` that cannot train for `task`, each with its own `check_task` message."
+    "The strategies that cannot train for `task`, each with its own `check_task` message."
     out = {}
-    for spec in specs:
-        try: get_strategy(spec).check_task(task)
-        except StrategyError as e: out[strategy_label(spec)] = str(e)
+    for label, strategy in strategies.items():
+        try: strategy.check_task(task)
+        except StrategyError as e: out[label] = str(e)
     return out
 
 # %% ../nbs/42_compare.ipynb #0061d3ed
@@ -285,8 +286,8 @@ def compare(strategies:list|None=None, # names, combinations ('lora+coop' or lis
     "Run every strategy over shots and seeds (resuming the folder's earlier runs); write the table, the plots and the ranking."
     if not isinstance(jobs, int) or jobs < 1: raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     specs, cfg, over, shots, seeds = check_strategies(list(strategies or list_strategies())), resolve_config(config), dict(overrides or {}), list(shots), list(seeds)
-    task = check_grid(specs, shots, seeds, cfg, over)
-    refused = task_refusals(specs, task)
+    task, built = check_grid(specs, shots, seeds, cfg, over)
+    refused = task_refusals(built, task)
     if refused and strategies is not None: raise ValueError(' '.join(refused.values()))
     specs, shots = [s for s in specs if strategy_label(s) not in refused], shots if task == 'classification' else [max(shots)]
     out, t0 = Path(out), time.time()

@@ -83,7 +83,7 @@ class CachedLoader:
 # %% ../nbs/12_feature_cache.ipynb #c5696e8f
 class FeatureCacheCB(Callback):
     "Train on cached image features whenever nothing up to the image embedding trains."
-    order = -30
+    run_before = ('objective',)
     def __init__(self, required:bool=False, # raise instead of silently training without the cache
                 ): self.required, self.used, self.reason, self._dls = required, False, None, None
     def before_fit(self, learn):

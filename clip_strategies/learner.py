@@ -66,7 +66,7 @@ def to_device(b, # a batch: tensors, lists/tuples/dicts of them, strings
 # %% ../nbs/09_learner.ipynb #aeb92bec
 class TrainCB(Callback):
     "Plain training on the learner's device: batches moved there, `loss.backward()`, `opt.step()`, `opt.zero_grad()`."
-    order = -100
+    kind, run_first = 'trainer', True  # every other callback runs after the trainer, unless it says otherwise
     def before_batch(self, learn): learn.batch = to_device(learn.batch, learn.device)
     def backward(self, learn): learn.loss.backward()
     def step(self, learn): learn.opt.step()

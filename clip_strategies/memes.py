@@ -10,10 +10,10 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['MEME_FIELDS', 'MEME_SPLITS', 'MEMES_SOURCE', 'MEME_TASKS', 'FUSIONS', 'HEADS', 'MemesDataError', 'check_meme_row',
            'read_meme_jsonl', 'FolderImages', 'ArrayImages', 'MemeDataset', 'meme_files', 'check_images', 'load_memes',
-           'mini_meme_rows', 'mini_memes', 'write_memes', 'fused_dim', 'fuse', 'make_head', 'MemeClassifier',
-           'clip_features', 'nce', 'MemeObjective', 'auroc', 'meme_score', 'meme_metrics', 'meme_param_groups',
-           'meme_scores', 'meme_data', 'score_splits', 'fit_memes', 'compare_fusions', 'results_table', 'plot_fusions',
-           'memes_parser', 'write_predictions', 'memes_main']
+           'mini_meme_rows', 'mini_memes', 'write_memes', 'fused_dim', 'fusion_fn', 'fuse', 'make_head',
+           'MemeClassifier', 'clip_features', 'nce', 'MemeObjective', 'auroc', 'meme_score', 'meme_metrics',
+           'meme_param_groups', 'meme_scores', 'meme_data', 'score_splits', 'fit_memes', 'compare_fusions',
+           'results_table', 'plot_fusions', 'memes_parser', 'write_predictions', 'memes_main']
 
 # %% ../nbs/61_memes.ipynb #076ba0c1
 import numpy as np
@@ -25,7 +25,6 @@ from torch import nn
 from torch.utils.data import Dataset, DataLoader
 from fastcore.basics import patch
 from .core import atomic_write, check_name, seed_everything, count_params
-from .anatomy import text_trimmable, trim_tokens, encode_text_trimmed
 from .mini import MINI_SHAPES, MINI_TEMPLATES, MINI_DATA_SEED, mini_shapes, mini_shift
 from .models import load_clip
 from .data import load_image, UnreadableImageError
@@ -33,7 +32,8 @@ from .callback import Callback
 from .optim import OptFunc, decay_groups
 from .learner import Learner, dataloaders
 from .callbacks import standard_cbs
-from .zeroshot import evaluating
+from .zeroshot import evaluating, encode_prompts
+from .objectives import clip_loss
 from .strategy import get_strategy
 from .cli import USER_ERRORS, RUN_ERRORS
 from .compare import mean_std
@@ -188,15 +188,19 @@ def fused_dim(fusion:str, # a name in `FUSIONS`
     "Size of the fused vector for projections of size `d`."
     return {'image': d, 'text': d, 'concat': 2 * d, 'fim': d * d}[check_name('fusion', fusion, FUSIONS)]
 
+_FUSE = {'image': lambda p_i, p_t: p_i, 'text': lambda p_i, p_t: p_t, 'concat': lambda p_i, p_t: torch.cat([p_i, p_t], dim=1),
+         'fim': lambda p_i, p_t: (p_i[:, :, None] * p_t[:, None, :]).flatten(1)}  # fim: the outer product p_i p_t^T, flattened
+
+def fusion_fn(fusion:str, # a name in `FUSIONS`
+             ): # (p_i [B, d], p_t [B, d]) -> [B, fused_dim(fusion, d)]
+    "The function that fuses projected, normalised image and text features (the name checked once, here)."
+    return _FUSE[check_name('fusion', fusion, FUSIONS)]
+
 def fuse(fusion:str, # a name in `FUSIONS`
          p_i:torch.Tensor, p_t:torch.Tensor, # [B, d] projected, normalised image and text features
         )->torch.Tensor: # [B, fused_dim(fusion, d)]
     "The fused features of a batch."
-    fusion = check_name('fusion', fusion, FUSIONS)
-    if fusion == 'image': return p_i
-    if fusion == 'text': return p_t
-    if fusion == 'concat': return torch.cat([p_i, p_t], dim=1)
-    return (p_i[:, :, None] * p_t[:, None, :]).flatten(1)  # the outer product p_i p_t^T, flattened
+    return fusion_fn(fusion)(p_i, p_t)
 
 def make_head(n_in:int, # size of the fused features
               head:str='mlp', # 'mlp' (one hidden layer) or 'linear' (logistic)
@@ -219,7 +223,7 @@ class MemeClassifier(nn.Module):
                 ):
         super().__init__()
         D = clip.text_projection.shape[1] if isinstance(getattr(clip, 'text_projection', None), torch.Tensor) else clip.visual.output_dim
-        self.clip, self.fusion, self.D, self.map_dim = clip, check_name('fusion', fusion, FUSIONS), D, map_dim or D
+        self.clip, self.fusion, self.fuse, self.D, self.map_dim = clip, check_name('fusion', fusion, FUSIONS), fusion_fn(fusion), D, map_dim or D
         self.image_map, self.text_map = nn.Linear(D, self.map_dim), nn.Linear(D, self.map_dim)
         self.drop, self.head = nn.Dropout(dropout), make_head(fused_dim(fusion, self.map_dim), head, hidden, dropout)
     @property
@@ -234,9 +238,7 @@ def clip_features(clip:nn.Module, # an open_clip CLIP
                   tokens:torch.Tensor, # [B, context] token ids
                  )->tuple:
     "CLIP's normalised `(image features, text features)`; text on the prompt positions when the tower allows it."
-    img = clip.encode_image(image, normalize=True)
-    if text_trimmable(clip): return img, encode_text_trimmed(clip, trim_tokens(tokens))
-    return img, clip.encode_text(tokens, normalize=True)
+    return clip.encode_image(image, normalize=True), encode_prompts(clip, tokens)
 
 @patch
 def forward(self:MemeClassifier, image:torch.Tensor, # [B, 3, H, W] preprocessed
@@ -246,19 +248,18 @@ def forward(self:MemeClassifier, image:torch.Tensor, # [B, 3, H, W] preprocessed
     img, txt = clip_features(self.clip, image, tokens)
     p_i = F.normalize(self.drop(self.image_map(img.float())), dim=-1)
     p_t = F.normalize(self.drop(self.text_map(txt.float())), dim=-1)
-    return dict(logits=self.head(fuse(self.fusion, p_i, p_t)), image=img, text=txt, p_i=p_i, p_t=p_t)
+    return dict(logits=self.head(self.fuse(p_i, p_t)), image=img, text=txt, p_i=p_i, p_t=p_t)
 
 # %% ../nbs/61_memes.ipynb #dc55a4a8
 def nce(a:torch.Tensor, b:torch.Tensor, # [B, n] normalised rows, row k of `a` paired with row k of `b`
         scale:torch.Tensor|float, # the temperature (CLIP's `logit_scale.exp()`)
        )->torch.Tensor:
-    "CLIP's symmetric contrastive loss: each row of `a` must pick its row of `b`, and back."
-    logits, target = scale * a @ b.t(), torch.arange(len(a), device=a.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    "CLIP's symmetric contrastive loss (`objectives.clip_loss`): each row of `a` must pick its row of `b`, and back."
+    return clip_loss(scale * a @ b.t())
 
 class MemeObjective(Callback):
     "Cross-entropy on (benign, hateful) plus the image–text and text–text alignment losses; AUROC as its metric."
-    order = -20
+    kind = 'objective'
     def __init__(self, align_it:float=0., # weight of the image–text alignment loss
                  align_tt:float=0., # weight of the text–text alignment loss (needs map_dim == D)
                 ): self.align_it, self.align_tt = align_it, align_tt

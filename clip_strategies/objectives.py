@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from contextlib import nullcontext
 from fastcore.basics import patch
 from .anatomy import text_names, trim_tokens, text_trimmable, encode_text_trimmed
-from .callback import Callback
+from .callback import Callback, processes
 from .data import check_templates, dataset_attr
 from .zeroshot import classification_metrics, class_text_features
 
@@ -26,7 +26,7 @@ def _unpack(out)->tuple:
 
 class ClipObjective(Callback):
     "Base of the objectives: CLIP features of a batch through the learner's forward model."
-    order, cacheable, metrics = -20, True, None
+    kind, cacheable, metrics = 'objective', True, None
     def trim(self, learn)->bool:
         "Whether text may run on the prompt positions only: open_clip's own text tower, not wrapped for data parallel."
         return learn.fwd_model is learn.model and text_trimmable(learn.model)
@@ -184,14 +184,12 @@ def after_backward(self:ContrastiveLoss, learn):
 
 def _no_sync(learn, last:bool):
     "Under several processes, hold the gradient all-reduce until the last micro-batch."
-    acc = getattr(learn, 'accelerator', None)
-    if last or acc is None or acc.num_processes < 2: return nullcontext()
-    return acc.no_sync(learn.fwd_model)
+    return nullcontext() if last or processes(learn) < 2 else learn.accelerator.no_sync(learn.fwd_model)
 
 # %% ../nbs/08_objectives.ipynb #a0ff1c63
 class HeadClassification(Callback):
     "Cross-entropy of `learn.model` (a head) on batches of image features; classification metrics on validation."
-    order = -20
+    kind = 'objective'
     def predict(self, learn): learn.preds = learn.model(learn.xb)
     def get_loss(self, learn): learn.loss = F.cross_entropy(learn.preds, learn.yb)
     def targets(self, learn)->torch.Tensor: return learn.yb

@@ -144,7 +144,6 @@ def scheduled_lr(t:int, # optimiser step (from 0) the rate is for
 # %% ../nbs/07_optim.ipynb #bf55103f
 class LRScheduleCB(Callback):
     "Set every group's lr from its base rate before each optimiser step: warm-up, then cosine (or constant)."
-    order = -40
     def __init__(self, kind:str='cosine', # OPTIM.LR_SCHEDULER: 'cosine' or 'constant'
                  warmup_epochs:float=0, # OPTIM.WARMUP_EPOCH
                  warmup_type:str='linear', # OPTIM.WARMUP_TYPE: 'linear' or 'constant'

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from open_clip.transformer import Transformer, VisionTransformer
-from .anatomy import text_tower, trim_tokens, text_trimmable, encode_text_trimmed
+from .anatomy import text_tower
 from .objectives import TextHeadClassification
-from .zeroshot import model_logit_scale, evaluating
+from .zeroshot import model_logit_scale, evaluating, encode_prompts
 from .strategy import Addition, StrategyError, OptionError, register_strategy
 from fastcore.basics import patch
 
@@ -256,6 +256,7 @@ def prompt_objective(self:CoOp, model:nn.Module, # the adapted model
     if type(objective) is cls and objective.templates == templates and not kwargs: return objective
     return cls(objective.tokenizer, objective.classnames, templates, **kwargs)
 
+# %% ../nbs/30_prompt.ipynb #d571e1d6
 @patch
 def objective(self:CoOp, model:nn.Module, objective):
     "Text-head classification on the placeholder template."
@@ -336,12 +337,11 @@ def class_head(self:CoCoOp, model:nn.Module, tokenizer, dataset, # the adapted m
               ): # normalised image features [N, D] -> class scores [N, C]
     "Class scores with image-conditioned class features: each image re-encodes the class prompts with its own shift."
     self.check_classes(model, dataset.classnames)
-    trim, device = text_trimmable(model), next(model.parameters()).device
-    tokens = tokenizer([self.template(model).replace('{}', str(c)) for c in dataset.classnames])
-    tokens = (trim_tokens(tokens) if trim else tokens).to(device)
-    encode = (lambda t: encode_text_trimmed(model, t)) if trim else (lambda t: model.encode_text(t, normalize=True))
+    device = next(model.parameters()).device
+    tokens = tokenizer([self.template(model).replace('{}', str(c)) for c in dataset.classnames]).to(device)
     def head(feats):
-        with evaluating(model): return conditional_logits(model, feats.to(device), tokens, encode, model_logit_scale(model)).float().to(feats.device)
+        with evaluating(model):
+            return conditional_logits(model, feats.to(device), tokens, lambda t: encode_prompts(model, t), model_logit_scale(model)).float().to(feats.device)
     return head
 
 # %% ../nbs/30_prompt.ipynb #dbd5816f

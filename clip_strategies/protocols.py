@@ -187,17 +187,17 @@ def ensemble_command(run_dirs:list, out=None)->str:
     return '\n'.join(f"{name}: " + ', '.join(f'{k} {v:.1f}' for k, v in row.items()) for name, row in table.items())
 
 def saliency_command(run_dir, method:str='grad_cam', images:int=6, out=None)->str:
-    "Draw where a run's model looks before and after training, on test images whose prediction changed; write a PNG."
+    "Draw where a run's model looks before (zero-shot) and after training (its strategy's classifier), on test images whose prediction changed; write a PNG."
     if images < 1: raise ValueError(f"--images must be at least 1, got {images}")
     e = run_ends(run_dir)
-    test = test_sets(e)[e['cfg']['DATASET.NAME']]
+    test = test_split(e['cfg'], image_transforms(e['cfg'], e['preprocess'])[1])
     if task_of(test) != 'classification': raise ValueError(f"Saliency maps explain class scores; {e['cfg']['DATASET.NAME']!r} is a {task_of(test)} dataset")
     before = e['model']  # fresh: the zero-shot end
     tuned = copy.deepcopy(before); tuned.load_state_dict(e['fine_tuned'])
-    picked = changed_predictions(before, tuned, e['tokenizer'], test, limit=images)
+    picked = changed_predictions(before, tuned, e['tokenizer'], test, limit=images, strategy=e['strategy'])
     if not picked: return f"Training changed no prediction among the first test images of {str(run_dir)!r}: nothing to show"
     out = Path(out or Path(run_dir)/f'saliency_{method}.png'); out.parent.mkdir(parents=True, exist_ok=True)
-    fig = saliency_figure({'before': before, 'after': tuned}, e['tokenizer'], test, picked, e['preprocess'], method)
+    fig = saliency_figure({'before': before, 'after': tuned}, e['tokenizer'], test, picked, e['preprocess'], method, {'after': e['strategy']})
     fig.savefig(out, dpi=100, bbox_inches='tight'); plt.close(fig)
     return f"{len(picked)} images whose prediction changed: {out}"
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 
 # %% auto #0
-__all__ = ['cam_layers', 'check_layer', 'to_grid', 'normalise_maps', 'grad_cam', 'class_features_of', 'attention_probs',
-           'attention_rollout', 'pixels', 'overlay', 'predictions', 'changed_predictions', 'saliency_figure']
+__all__ = ['cam_layers', 'check_layer', 'to_grid', 'normalise_maps', 'grad_cam', 'class_score', 'class_features_of',
+           'attention_probs', 'attention_rollout', 'pixels', 'overlay', 'predictions', 'changed_predictions',
+           'saliency_figure']
 
 # %% ../nbs/62_saliency.ipynb #a5f78020
 import torch
@@ -17,6 +18,7 @@ import matplotlib.pyplot as plt
 from torch import nn
 from torchvision import transforms as T
 from .zeroshot import evaluating, class_text_features, model_device
+from .evaluate import class_head
 
 # %% ../nbs/62_saliency.ipynb #05b1f2fb
 def cam_layers(model:nn.Module, # an open_clip CLIP (ViT or ResNet image tower)
@@ -52,36 +54,44 @@ def normalise_maps(maps:torch.Tensor)->torch.Tensor:
 
 def grad_cam(model:nn.Module, # an open_clip CLIP
              images:torch.Tensor, # [B, 3, H, W], preprocessed
-             class_feats:torch.Tensor, # [B, D] normalised text feature of each image's class
+             target, # each image's score: a function of its normalised features [B, D] -> [B] (`class_score`), or [B, D] class features (cosine)
              layer:str=None, # a name from `cam_layers` (default: the top one)
             )->torch.Tensor: # [B, h, w] in [0, 1]
-    "Grad-CAM of each image's cosine similarity to its class feature."
+    "Grad-CAM of each image's score for its class."
     mod, store = check_layer(model, layer or cam_layers(model)[-1]), {}
+    score = target if callable(target) else (lambda f: (f * target.to(f)).sum(-1))
     hook = mod.register_forward_hook(lambda m, i, o: store.update(act=o))
     try:
         with evaluating(model), torch.enable_grad():
-            feats = model.encode_image(images.to(model_device(model)), normalize=True)
-            grads = torch.autograd.grad((feats * class_feats.to(feats)).sum(), store['act'])[0]
+            x = images.to(model_device(model)).requires_grad_(True)  # a graph even where every weight is frozen
+            feats = model.encode_image(x, normalize=True)
+            grads = torch.autograd.grad(score(feats).sum(), store['act'])[0]
     finally: hook.remove()
     a, g = to_grid(store['act'].detach()), to_grid(grads)
     return normalise_maps(F.relu((g.mean((2, 3), keepdim=True) * a).sum(1))).cpu()
 
 # %% ../nbs/62_saliency.ipynb #fe6205ef
+def class_score(model:nn.Module, tokenizer, dataset, # the model, its tokenizer, a classification dataset
+                labels:torch.Tensor, # [B] the class of each image
+                strategy=None, # the strategy applied to `model` (None: zero-shot on the dataset's templates)
+                head=None, # its class head (`evaluate.class_head`), if already built
+               ): # normalised image features [B, D] -> [B]
+    "Each image's score for its class, as the strategy scores classes."
+    head = head or class_head(model, tokenizer, dataset, strategy)
+    return lambda feats: head(feats).gather(1, labels.to(feats.device)[:, None])[:, 0]
+
 def class_features_of(model:nn.Module, tokenizer, dataset, # the model, its tokenizer, a classification dataset
                       labels:torch.Tensor, # [B] classes
                      )->torch.Tensor: # [B, D]
-    "The prompt-ensemble text feature of each label's class."
+    "The prompt-ensemble text feature of each label's class (the dataset's templates)."
     return class_text_features(model, tokenizer, dataset.classnames, dataset.templates).cpu()[labels]
 
 # %% ../nbs/62_saliency.ipynb #96aa301a
-def attention_probs(attn:nn.MultiheadAttention, x:torch.Tensor, # the layer and its (batch-first) input
+def attention_probs(attn:nn.MultiheadAttention, x:torch.Tensor, # the layer and its input (as the block passes it)
                    )->torch.Tensor: # [B, heads, T, T]
-    "The attention probabilities `attn` computes on `x` (self-attention, no mask)."
-    C, H = attn.embed_dim, attn.num_heads
-    bias = attn.in_proj_bias if attn.in_proj_bias is not None else torch.zeros(3 * C, device=x.device)
-    q, k = (F.linear(x, attn.in_proj_weight[i * C:(i + 1) * C], bias[i * C:(i + 1) * C]) for i in (0, 1))
-    q, k = (t.reshape(*t.shape[:2], H, C // H).transpose(1, 2) for t in (q, k))
-    return (q @ k.transpose(-1, -2) / math.sqrt(C // H)).softmax(-1)
+    "The attention probabilities `attn` computes on `x` (self-attention, no mask), over the sequence's own keys."
+    w = attn.forward(x, x, x, need_weights=True, average_attn_weights=False)[1]  # `forward`: not the hooks again
+    return w[..., -w.shape[-2]:]  # extra keys in front (prefix tuning) left out
 
 def attention_rollout(model:nn.Module, # an open_clip CLIP with a ViT image tower
                       images:torch.Tensor, # [B, 3, H, W], preprocessed
@@ -123,22 +133,23 @@ def overlay(ax, image:torch.Tensor, # [H, W, 3] in [0, 1]
 # %% ../nbs/62_saliency.ipynb #8a88da14
 def predictions(model:nn.Module, tokenizer, dataset, # the model, its tokenizer, a classification dataset
                 images:torch.Tensor, # [B, 3, H, W] from `dataset`
-                class_feats:torch.Tensor=None, # [C, D] the classes' text features, if already computed
+                strategy=None, # the strategy applied to `model` (None: zero-shot on the dataset's templates)
+                head=None, # its class head (`evaluate.class_head`), if already built
                )->torch.Tensor: # [B] predicted classes
-    "The zero-shot head's predicted class of each image."
-    w = class_text_features(model, tokenizer, dataset.classnames, dataset.templates) if class_feats is None else class_feats
+    "The class each image gets, as the strategy scores classes."
+    head = head or class_head(model, tokenizer, dataset, strategy)
     with evaluating(model), torch.no_grad():
-        feats = model.encode_image(images.to(model_device(model)), normalize=True)
-        return (feats @ w.to(feats).t()).argmax(1).cpu()
+        return head(model.encode_image(images.to(model_device(model)), normalize=True)).argmax(1).cpu()
 
 def changed_predictions(before:nn.Module, after:nn.Module, tokenizer, dataset, # two models and a classification dataset
                         limit:int=6, # at most this many
                         scan:int=400, # test items to look at
+                        strategy=None, # the strategy applied to `after` (`before` is scored zero-shot)
                        )->list: # indices into `dataset`
     "Items whose prediction training changed, those it made right first."
     images = torch.stack([dataset[i][0] for i in range(min(scan, len(dataset)))])
     labels = torch.tensor([dataset[i][1] for i in range(len(images))])
-    p0, p1 = predictions(before, tokenizer, dataset, images), predictions(after, tokenizer, dataset, images)
+    p0, p1 = predictions(before, tokenizer, dataset, images), predictions(after, tokenizer, dataset, images, strategy)
     changed = torch.where(p0 != p1)[0].tolist()
     return sorted(changed, key=lambda i: p1[i] != labels[i])[:limit]
 
@@ -148,6 +159,7 @@ def saliency_figure(models:dict, # name -> model (e.g. {'zero-shot': zero, 'full
                     indices:list, # items of `dataset` to show
                     preprocess, # the preprocessing (to undo it for display)
                     method:str='grad_cam', # 'grad_cam' (for the true class) or 'rollout'
+                    strategies:dict|None=None, # name -> the strategy applied to that model (missing: zero-shot)
                    ):
     "One row per image: the image, then each model's map, titled with what that model predicts."
     images = torch.stack([dataset[i][0] for i in indices]); labels = torch.tensor([dataset[i][1] for i in indices])
@@ -156,9 +168,9 @@ def saliency_figure(models:dict, # name -> model (e.g. {'zero-shot': zero, 'full
     shown = pixels(images, preprocess)
     for r in range(len(indices)): axs[r, 0].imshow(shown[r]); axs[r, 0].axis('off'); axs[r, 0].set_title(dataset.classnames[labels[r]], fontsize=8)
     for c, (name, m) in enumerate(models.items(), start=1):
-        w = class_text_features(m, tokenizer, dataset.classnames, dataset.templates).cpu()  # once per model
-        maps = grad_cam(m, images, w[labels]) if method == 'grad_cam' else attention_rollout(m, images)
-        pred = predictions(m, tokenizer, dataset, images, w)
+        head = class_head(m, tokenizer, dataset, (strategies or {}).get(name))  # once per model
+        maps = grad_cam(m, images, class_score(m, tokenizer, dataset, labels, head=head)) if method == 'grad_cam' else attention_rollout(m, images)
+        pred = predictions(m, tokenizer, dataset, images, head=head)
         for r in range(len(indices)): overlay(axs[r, c], shown[r], maps[r], f"{name}: {dataset.classnames[pred[r]]}")
     fig.tight_layout()
     return fig

@@ -223,6 +223,7 @@ STRATEGY_MODULES = {  # every registered name -> the module that registers it (i
 _REGISTRY = {}  # name -> Strategy subclass
 _loading = set()  # the modules the registry is importing now
 
+# %% ../nbs/14_strategy.ipynb #f63d735c
 def _norm_name(name): return str(name).strip().lower().replace('-', '_')
 
 def register_strategy(name:str, # the name used by `get_strategy` and `TRAINER.NAME` (case-insensitive)
@@ -278,6 +279,7 @@ def load_strategies(tolerant:bool=False, # collect import failures instead of ra
             failed[m] = e
     return failed
 
+# %% ../nbs/14_strategy.ipynb #4350e4ef
 def get_strategy(name, # a registered name (case-insensitive), `{'name': ..., **options}`, a list of those, or a `Strategy`
                  **options, # the strategy's options (see `get_strategy_class(name).options()`); names are case-insensitive
                 )->Strategy:
@@ -370,6 +372,7 @@ def added_parameters(model:nn.Module)->dict:
     rec = strategy_record(model)
     return {} if rec is None else rec.additions
 
+# %% ../nbs/14_strategy.ipynb #6b02c5b1
 class Addition(Strategy):
     "A strategy that injects new modules into the model and trains exactly their parameters."
     def inject(self, model:nn.Module)->None:

@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent('''
         return out
 
     class Interrupt(Callback):
-        order = 200  # after the checkpoint of epoch 0 is written
+        run_after = ('checkpoint',)  # after the checkpoint of epoch 0 is written
         def after_epoch(self, learn):
             if learn.epoch == 0: raise CancelFitException
 

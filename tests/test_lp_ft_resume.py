@@ -6,7 +6,7 @@ from clip_strategies.config import load_config
 from clip_strategies.linear_probe import LPFT
 
 class StopAfterFirstEpoch(Callback):
-    order = 200  # after the checkpoint of the epoch is written
+    run_after = ('checkpoint',)  # after the checkpoint of the epoch is written
     def after_epoch(self, learn):
         if learn.epoch == 0: raise KeyboardInterrupt
 
