@@ -28,7 +28,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clip_strategies.models import random_clip
-from clip_strategies.adapter import LoRAMultiheadAttention, merge_lora
+from clip_strategies.adapter import merge_lora
+from clip_strategies.anatomy import holds
 from clip_strategies.strategy import get_strategy
 from clip_strategies.core import count_params
 
@@ -53,12 +54,12 @@ def copy_peft_to_ours(peft_model, ours):
     pm = dict(peft_model.named_modules())
     with torch.no_grad():
         for name, m in ours.named_modules():
-            if not isinstance(m, LoRAMultiheadAttention): continue
+            if not holds(m, 'lora'): continue  # an adaptable attention (anatomy) with LoRA's updates, `m.lora[t]`
             p = pm[name]
             a, b = p.lora_A['default'].weight, p.lora_B['default'].weight  # [r, d], [3d, r]
-            for t, bt in zip('qkv', b.chunk(3)): m.lora_A[t].copy_(a); m.lora_B[t].copy_(bt)
+            for t, bt in zip('qkv', b.chunk(3)): m.lora[t].lora_A.copy_(a); m.lora[t].lora_B.copy_(bt)
             o = p.base_layer.out_proj
-            m.lora_A['o'].copy_(o.lora_A['default'].weight); m.lora_B['o'].copy_(o.lora_B['default'].weight)
+            m.lora['o'].lora_A.copy_(o.lora_A['default'].weight); m.lora['o'].lora_B.copy_(o.lora_B['default'].weight)
 
 
 def step_fn(model, images, tokens):
@@ -143,7 +144,7 @@ def main():
     once = (outs(pm) - outs(ours)).abs().max().item()
     with torch.no_grad():
         for m in ours.modules():
-            if isinstance(m, LoRAMultiheadAttention): m.lora_B['o'].mul_(2)
+            if holds(m, 'lora'): m.lora['o'].lora_B.mul_(2)
     twice = (outs(pm) - outs(ours)).abs().max().item()
     print(f'same update of q, k, v and out_proj: max |PEFT - ours| = {once:.1e}; against ours with the out_proj update '
           f'doubled: {twice:.1e}' + ('  -> this PEFT applies the out_proj update twice in its forward (merge() adds it, '
@@ -155,7 +156,7 @@ def main():
     # (a) merged inference against the base model
     merged = merge_lora(copy.deepcopy(ours)).eval()
     with torch.no_grad(): mdiff = (torch.cat(merged(images, tokens)[:2]) - out_o).abs().max().item()
-    assert mdiff < 1e-4 and not any(isinstance(m, LoRAMultiheadAttention) for m in merged.modules()), mdiff
+    assert mdiff < 1e-4 and not any(holds(m, 'lora') for m in merged.modules()), mdiff
     t, q = compare({'base': infer_fn(base, images, tokens), 'merged': infer_fn(merged, images, tokens),
                     'ours unmerged': infer_fn(ours, images, tokens), 'PEFT unmerged': infer_fn(pm, images, tokens)},
                    args.steps, args.rounds)

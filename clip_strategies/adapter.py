@@ -8,8 +8,8 @@ import math, types
 from typing import Literal
 
 # %% auto #0
-__all__ = ['TowerChoice', 'LORA_TARGETS', 'LORA_ALIASES', 'block_towers', 'resblocks', 'BottleneckAdapter', 'Adapter',
-           'LoRAMultiheadAttention', 'LoRALinear', 'merge_lora', 'lora_targets', 'LoRA', 'FeatureAdapter',
+__all__ = ['TowerChoice', 'LoRAMultiheadAttention', 'LoRALinear', 'LORA_TARGETS', 'LORA_ALIASES', 'block_towers', 'resblocks',
+           'BottleneckAdapter', 'Adapter', 'add_lora', 'merge_lora', 'lora_targets', 'LoRA', 'FeatureAdapter',
            'feature_dim', 'add_feature_adapter', 'CLIPAdapter']
 
 # %% ../nbs/32_adapter.ipynb #f37625b5
@@ -18,7 +18,8 @@ from torch import nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .core import close_matches
-from .anatomy import TOWERS, tower_blocks, text_tower, packed_rows
+from .anatomy import (TOWERS, tower_blocks, text_tower, packed_rows, AdaptableAttention, AdaptableLinear,
+                                     LowRankUpdate, adaptable, adapt, holds, unwrap, check_adaptable)
 from .strategy import Addition, OptionError, register_strategy, added_parameters, adamw_recipe
 
 # %% ../nbs/32_adapter.ipynb #935c19cf
@@ -100,139 +101,32 @@ class Adapter(Addition):
             for s in self.slots(): setattr(b, s, _like(BottleneckAdapter(getattr(b, s), width, width // self.reduction), b.ln_1.weight))
 
 # %% ../nbs/32_adapter.ipynb #3acde3c6
-class LoRAMultiheadAttention(nn.MultiheadAttention):
-    "`nn.MultiheadAttention` plus low-rank updates of q, k, v and/or the output projection (`lora_A.<t>`, `lora_B.<t>`)."
-    @classmethod
-    def from_mha(cls, mha:nn.MultiheadAttention, # the attention to adapt, changed in place (its weights are kept)
-                 targets:list, # of 'q', 'k', 'v', 'o'
-                 rank:int, # r, the rank of each update
-                 scaling:float, # s: alpha / sqrt(r) or alpha / r
-                 dropout:float=0.0, # dropout on the input of each update (training only)
-                )->LoRAMultiheadAttention:
-        "Make `mha` a `LoRAMultiheadAttention` in place, each target's update zero at first (A Kaiming-uniform, B = 0)."
-        if not getattr(mha, '_qkv_same_embed_dim', False) or mha.bias_k is not None or mha.add_zero_attn:
-            raise ValueError(f"LoRA needs open_clip's attention: a packed in_proj_weight, no bias_k/bias_v, no add_zero_attn "
-                             f"(this {type(mha).__name__} has kdim={mha.kdim}, vdim={mha.vdim}, bias_k={mha.bias_k is not None})")
-        w, d = mha.in_proj_weight, mha.embed_dim
-        mha.lora_base_class, mha.__class__ = type(mha), cls
-        mha.lora_A = nn.ParameterDict({t: nn.Parameter(nn.init.kaiming_uniform_(w.new_empty(rank, d), a=math.sqrt(5))) for t in targets})
-        mha.lora_B = nn.ParameterDict({t: nn.Parameter(w.new_zeros(d, rank)) for t in targets})
-        mha.lora_scaling, mha.lora_dropout = float(scaling), float(dropout)
-        return mha
+LoRAMultiheadAttention, LoRALinear = AdaptableAttention, AdaptableLinear  # the names LoRA's modules had
 
-    def lora_delta(self, t:str, # the target: 'q', 'k', 'v' or 'o'
-                   x:torch.Tensor, # the input of that projection
-                  )->torch.Tensor:
-        "s · B A dropout(x): target `t`'s update of its projection of `x`."
-        x = F.dropout(x, self.lora_dropout, self.training)
-        return F.linear(F.linear(x, self.lora_A[t]) * self.lora_scaling, self.lora_B[t])
-
-# %% ../nbs/32_adapter.ipynb #0e924f3d
-@patch
-def project_in(self:LoRAMultiheadAttention, query:torch.Tensor, key:torch.Tensor, value:torch.Tensor, # [N, L, E] each
-              )->tuple: # q, k, v [N, L, E]
-    "The packed input projections plus the low-rank update of each adapted target."
-    w, b = self.in_proj_weight, self.in_proj_bias
-    if query is key and key is value: q, k, v = F.linear(query, w, b).chunk(3, dim=-1)
-    else:
-        bs = b.chunk(3) if b is not None else (None,) * 3
-        q, k, v = (F.linear(x, wi, bi) for x, wi, bi in zip((query, key, value), w.chunk(3), bs))
-    xs = dict(q=query, k=key, v=value)
-    return tuple(y + self.lora_delta(t, xs[t]) if t in self.lora_A else y for t, y in zip('qkv', (q, k, v)))
-
-# %% ../nbs/32_adapter.ipynb #5944d1b0
-def _additive(mask:torch.Tensor|None, dtype)->torch.Tensor|None:
-    "A mask to add to attention scores: a bool mask (True = masked, as nn.MultiheadAttention reads it) becomes 0 / -inf."
-    if mask is None or mask.dtype != torch.bool: return None if mask is None else mask.to(dtype)
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, float('-inf'))
-
-@patch
-def attend(self:LoRAMultiheadAttention, q:torch.Tensor, k:torch.Tensor, v:torch.Tensor, # [N, L, E], [N, S, E], [N, S, E]
-           attn_mask=None, key_padding_mask=None, # as nn.MultiheadAttention takes them
-           need_weights:bool=False, average_attn_weights:bool=True, is_causal:bool=False,
-          )->tuple: # (output [N, L, E] before out_proj, attention weights or None)
-    "Multi-head scaled dot-product attention with `nn.MultiheadAttention`'s masks and options."
-    (n, l, e), s, h = q.shape, k.shape[1], self.num_heads
-    q, k, v = (x.reshape(n, -1, h, e // h).transpose(1, 2) for x in (q, k, v))  # [N, H, L, E/H]
-    mask = _additive(attn_mask, q.dtype)
-    if mask is not None and mask.dim() == 3: mask = mask.view(n, h, l, s)
-    if key_padding_mask is not None:
-        kp = _additive(key_padding_mask, q.dtype).view(n, 1, 1, s)
-        mask = kp if mask is None else mask + kp
-    if is_causal and mask is None and need_weights: mask = _additive(torch.ones(l, s, dtype=torch.bool, device=q.device).triu(1), q.dtype)
-    p = self.dropout if self.training else 0.0
-    if need_weights:
-        att = (q @ k.transpose(-2, -1) / math.sqrt(e // h) + (0 if mask is None else mask)).softmax(-1)
-        o, w = F.dropout(att, p, self.training) @ v, (att.mean(1) if average_attn_weights else att)
-    else: o, w = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal and mask is None), None
-    return o.transpose(1, 2).reshape(n, l, e), w
-
-# %% ../nbs/32_adapter.ipynb #aa7ef3b9
-@patch
-def forward(self:LoRAMultiheadAttention, query:torch.Tensor, key:torch.Tensor, value:torch.Tensor, key_padding_mask=None,
-            need_weights:bool=True, attn_mask=None, average_attn_weights:bool=True, is_causal:bool=False)->tuple:
-    "As `nn.MultiheadAttention.forward`, with the low-rank updates applied: `(output, weights or None)`."
-    unbatched = query.dim() == 2
-    def bf(x): return x.unsqueeze(0) if unbatched else x if self.batch_first else x.transpose(0, 1)
-    q_in = bf(query)
-    k_in = q_in if key is query else bf(key)
-    v_in = k_in if value is key else bf(value)
-    if unbatched and key_padding_mask is not None: key_padding_mask = key_padding_mask.unsqueeze(0)
-    o, w = self.attend(*self.project_in(q_in, k_in, v_in), attn_mask, key_padding_mask, need_weights, average_attn_weights, is_causal)
-    out = F.linear(o, self.out_proj.weight, self.out_proj.bias)
-    if 'o' in self.lora_A: out = out + self.lora_delta('o', o)
-    if unbatched: return out.squeeze(0), (None if w is None else w.squeeze(0))
-    return (out if self.batch_first else out.transpose(0, 1)), w
-
-# %% ../nbs/32_adapter.ipynb #7adaf746
-class LoRALinear(nn.Linear):
-    "`nn.Linear` plus a low-rank update: W x + b + s · B A dropout(x); `weight` and `bias` keep their names."
-    @classmethod
-    def from_linear(cls, lin:nn.Linear, # the layer to adapt, changed in place
-                    rank:int, scaling:float, dropout:float=0.0, # as for `LoRAMultiheadAttention.from_mha`
-                   )->LoRALinear:
-        "Make `lin` a `LoRALinear` in place, its update zero at first (A Kaiming-uniform, B = 0)."
-        w = lin.weight
-        lin.lora_base_class, lin.__class__ = type(lin), cls
-        lin.lora_A = nn.Parameter(nn.init.kaiming_uniform_(w.new_empty(rank, lin.in_features), a=math.sqrt(5)))
-        lin.lora_B = nn.Parameter(w.new_zeros(lin.out_features, rank))
-        lin.lora_scaling, lin.lora_dropout = float(scaling), float(dropout)
-        return lin
-
-    def forward(self, x:torch.Tensor)->torch.Tensor:
-        z = F.linear(F.dropout(x, self.lora_dropout, self.training), self.lora_A) * self.lora_scaling
-        return F.linear(x, self.weight, self.bias) + F.linear(z, self.lora_B)
+def add_lora(module:nn.Module, # an AdaptableAttention or AdaptableLinear (`anatomy.adapt` puts one in place)
+             rank:int, # r, the rank of each update
+             scaling:float, # s: alpha / sqrt(r) or alpha / r
+             dropout:float=0.0, # dropout on the input of each update (training only)
+             targets:list=('q', 'k', 'v'), # for an attention: of 'q', 'k', 'v', 'o' (a linear layer is its own target)
+            )->nn.Module:
+    "Add LoRA's updates (owner 'lora') to `module`, each zero at first (A Kaiming-uniform, B = 0); returns `module`."
+    if isinstance(module, AdaptableLinear):
+        w = module.weight
+        return module.add_update('lora', LowRankUpdate(module.in_features, module.out_features, rank, scaling, dropout, w.device, w.dtype))
+    if not isinstance(module, AdaptableAttention):
+        raise ValueError(f"add_lora adds to an AdaptableAttention or AdaptableLinear (anatomy.adapt makes one), not a {type(module).__name__}")
+    w, d = module.in_proj_weight, module.embed_dim
+    for t in targets: module.add_update('lora', t, LowRankUpdate(d, d, rank, scaling, dropout, w.device, w.dtype))
+    return module
 
 # %% ../nbs/32_adapter.ipynb #07463239
-def _drop_lora(m:nn.Module)->nn.Module:
-    "Remove the LoRA factors and settings of `m` and give it back its original class."
-    cls = m.lora_base_class
-    del m.lora_A, m.lora_B
-    for k in ('lora_scaling', 'lora_dropout', 'lora_base_class'): m.__dict__.pop(k)
-    m.__class__ = cls
-    return m
-
-@patch
-def merge(self:LoRAMultiheadAttention)->nn.MultiheadAttention:
-    "Add each update into the packed or output weights; return the module as the plain attention it was."
-    with torch.no_grad():
-        for t in self.lora_A:
-            w = self.out_proj.weight if t == 'o' else self.in_proj_weight[packed_rows(self.in_proj_weight, 'qkv'.index(t))]
-            w += ((self.lora_B[t] @ self.lora_A[t]) * self.lora_scaling).to(w.dtype)
-    return _drop_lora(self)
-
-@patch
-def merge(self:LoRALinear)->nn.Linear:
-    "Add the update into `weight`; return the module as the plain linear layer it was."
-    with torch.no_grad(): self.weight += ((self.lora_B @ self.lora_A) * self.lora_scaling).to(self.weight.dtype)
-    return _drop_lora(self)
-
-def merge_lora(model:nn.Module)->nn.Module:
-    "Fold every LoRA update of `model` into its weights: a plain open_clip model again (`lora` leaves `model.added_parameters`)."
+def merge_lora(model:nn.Module, # a model (or one module) with LoRA updates
+              )->nn.Module: # the model, its LoRA folded in (a bare wrapper: the stock module it wrapped)
+    "Fold every LoRA update into its weights and give back stock modules where nothing else is added; `lora` leaves the record."
     for m in list(model.modules()):
-        if isinstance(m, (LoRAMultiheadAttention, LoRALinear)): m.merge()
+        if holds(m, 'lora'): m.merge('lora')
     added_parameters(model).pop('lora', None)
-    return model
+    return unwrap(model)
 
 # %% ../nbs/32_adapter.ipynb #928f8dec
 LORA_TARGETS = ('q', 'k', 'v', 'o', 'c_fc', 'c_proj')  # attention q, k, v, output; MLP in, out
@@ -274,31 +168,30 @@ class LoRA(Addition):
     def scaling(self)->float: return self.alpha / (math.sqrt(self.rank) if self.scale == 'sqrt_rank' else self.rank)
 
     def inject(self, model:nn.Module):
-        "Turn the attention (and MLP layers) of every chosen block into their LoRA versions (all blocks checked first)."
+        "Add the low-rank updates to the attention (and MLP layers) of every chosen block, made adaptable (all blocks checked first)."
         attn_t, mlp_t = [t for t in self.targets if t in ('q', 'k', 'v', 'o')], [t for t in self.targets if t in ('c_fc', 'c_proj')]
         blocks = resblocks(model, self.towers, self.name)
         for name, b in blocks: self._check_block(name, b, attn_t, mlp_t)
         for name, b in blocks:
-            if attn_t: LoRAMultiheadAttention.from_mha(b.attn, attn_t, self.rank, self.scaling, self.dropout)
-            for t in mlp_t: LoRALinear.from_linear(getattr(b.mlp, t), self.rank, self.scaling, self.dropout)
+            if attn_t: add_lora(adapt(b, 'attn'), self.rank, self.scaling, self.dropout, attn_t)
+            for t in mlp_t: add_lora(adapt(b.mlp, t), self.rank, self.scaling, self.dropout)
 
     def merge(self, model:nn.Module)->nn.Module:
-        "Fold the updates into the weights (`merge_lora`): a plain open_clip model, same outputs."
+        "Fold the updates into the weights (`merge_lora`): a plain open_clip model where nothing else was added, same outputs."
         return merge_lora(model)
 
 # %% ../nbs/32_adapter.ipynb #4eeb2480
 @patch
 def _check_block(self:LoRA, name:str, block:nn.Module, attn_t:list, mlp_t:list):
-    "An `OptionError` naming what the block has when a target is not there."
-    attn = getattr(block, 'attn', None)
-    if attn_t and not (type(attn) is nn.MultiheadAttention and getattr(attn, '_qkv_same_embed_dim', False)):
-        raise OptionError(self.name, 'targets', self.targets, f"targets {name} has: its attention is a {type(attn).__name__}, "
-                          f"not open_clip's plain nn.MultiheadAttention with packed q, k, v (a strategy applied before lora "
-                          f"may have replaced it: lora does not combine with that one)")
+    "An `OptionError` naming what the block has when a target is not there or cannot be adapted."
+    if attn_t:
+        try: check_adaptable(getattr(block, 'attn', None), f'{name}.attn')
+        except ValueError as e: raise OptionError(self.name, 'targets', self.targets, f"targets {name} has: {e}") from None
     for t in mlp_t:
-        if not isinstance(getattr(getattr(block, 'mlp', None), t, None), nn.Linear):
+        lin = getattr(getattr(block, 'mlp', None), t, None)
+        if not (isinstance(lin, AdaptableLinear) or (isinstance(lin, nn.Linear) and type(lin).forward is nn.Linear.forward)):
             have = [n for n, m in getattr(block, 'mlp', nn.Module()).named_children() if isinstance(m, nn.Linear)]
-            raise OptionError(self.name, 'targets', self.targets, f"targets {name} has: its MLP has no linear layer {t!r} "
+            raise OptionError(self.name, 'targets', self.targets, f"targets {name} has: its MLP has no plain linear layer {t!r} "
                               f"(it has {', '.join(have) or 'none'})")
 
 # %% ../nbs/32_adapter.ipynb #a8b728b9

@@ -4,20 +4,24 @@
 
 # %% ../nbs/01_anatomy.ipynb #c92ef23b
 from __future__ import annotations
-import re
+import math, re
 from dataclasses import dataclass
 
 # %% auto #0
 __all__ = ['TEMPERATURE', 'TOWERS', 'PACKED_PARTS', 'PACKED_SUFFIXES', 'HF_TOWERS', 'HF_PARTS', 'HF_PACKED', 'HF_WHOLE',
-           'temperature_names', 'vision_names', 'text_names', 'text_tower', 'visual_proj_names', 'text_proj_names',
-           'projection_names', 'tower_blocks', 'is_packed', 'packed_rows', 'hf_names', 'Piece', 'pieces',
-           'piece_family', 'matches', 'check_terms', 'GradMask', 'set_grad_mask', 'clear_grad_masks', 'trainable_names',
-           'freeze', 'unfreeze', 'set_trainable', 'train_only', 'trim_tokens', 'text_trimmable', 'encode_text_trimmed']
+           'ATTN_POINTS', 'EXTRA_KINDS', 'ADAPTABLE', 'temperature_names', 'vision_names', 'text_names', 'text_tower',
+           'visual_proj_names', 'text_proj_names', 'projection_names', 'tower_blocks', 'is_packed', 'packed_rows',
+           'hf_names', 'Piece', 'pieces', 'piece_family', 'matches', 'check_terms', 'GradMask', 'set_grad_mask',
+           'clear_grad_masks', 'trainable_names', 'freeze', 'unfreeze', 'set_trainable', 'train_only', 'trim_tokens',
+           'text_trimmable', 'encode_text_trimmed', 'LowRankUpdate', 'additive_mask', 'attention_mask', 'attend',
+           'check_adaptable', 'AdaptableAttention', 'AdaptableLinear', 'adaptable', 'adapt', 'holds', 'unwrap',
+           'remove_owner']
 
 # %% ../nbs/01_anatomy.ipynb #1685ba0c
 import torch
 import torch.nn.functional as F
 from torch import nn
+from fastcore.basics import patch
 from .core import check_name, close_matches
 
 # %% ../nbs/01_anatomy.ipynb #f0556650
@@ -298,3 +302,408 @@ def encode_text_trimmed(model:nn.Module, # an open_clip `CLIP` (see `text_trimma
     x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:L, :L]))
     x = x[torch.arange(len(x), device=x.device), tokens.argmax(-1)] @ model.text_projection
     return F.normalize(x, dim=-1)
+
+# %% ../nbs/01_anatomy.ipynb #acca6d63
+class LowRankUpdate(nn.Module):
+    "s · B A dropout(x): a rank-r update of a linear map, zero at first (A Kaiming-uniform, B = 0)."
+    def __init__(self, in_features:int, # the input width of the map it updates
+                 out_features:int, # its output width
+                 rank:int, # r
+                 scaling:float=1.0, # s
+                 dropout:float=0.0, # dropout on the update's input (training only)
+                 device=None, dtype=None, # where the factors live, and their dtype
+                ):
+        super().__init__()
+        if rank < 1: raise ValueError(f"A low-rank update needs rank >= 1, got {rank!r}")
+        a = torch.empty(rank, in_features, device=device, dtype=dtype)
+        self.lora_A = nn.Parameter(nn.init.kaiming_uniform_(a, a=math.sqrt(5)))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, rank, device=device, dtype=dtype))
+        self.scaling, self.dropout = float(scaling), float(dropout)
+
+    def forward(self, x:torch.Tensor)->torch.Tensor:
+        x = F.dropout(x, self.dropout, self.training)
+        return F.linear(F.linear(x, self.lora_A) * self.scaling, self.lora_B)
+
+    def delta_weight(self)->torch.Tensor:
+        "s · B A, [out, in]: what merging adds to the weight."
+        return (self.lora_B @ self.lora_A) * self.scaling
+
+    def extra_repr(self)->str: return f'rank={self.lora_A.shape[0]}, scaling={self.scaling:g}, dropout={self.dropout:g}'
+
+# %% ../nbs/01_anatomy.ipynb #bbf07d5a
+def additive_mask(mask:torch.Tensor, # bool (True = hidden, as nn.MultiheadAttention reads it) or float
+                  dtype, # the scores' dtype
+                 )->torch.Tensor:
+    "A bool mask as 0 / -inf; a float mask as it is (in `dtype`)."
+    if mask.dtype != torch.bool: return mask.to(dtype)
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, float('-inf'))
+
+def attention_mask(attn_mask:torch.Tensor|None, # nn.MultiheadAttention's `attn_mask`: [N, M] or [B*heads, N, M]
+                   key_padding_mask:torch.Tensor|None, # [B, M] (True or -inf: a padding key)
+                   is_causal:bool, # a causal mask is meant (built when `attn_mask` is None)
+                   shape:tuple, # (B, heads, N, M): batch, heads, queries, the sequence's own keys
+                   extra:int=0, # extra keys in front of the sequence's
+                   dtype=torch.float32, # the scores' dtype
+                   device=None, # the scores' device
+                  )->torch.Tensor|None: # additive, broadcastable to [B, heads, N, extra + M]; None: nothing hidden
+    "The model's masks as one additive mask, with `extra` zero columns in front: every query sees every extra key."
+    B, h, N, M = shape
+    if attn_mask is None and is_causal: attn_mask = torch.ones(N, M, dtype=torch.bool, device=device).triu(1)
+    mask = None if attn_mask is None else additive_mask(attn_mask, dtype)
+    if mask is not None and mask.dim() == 3: mask = mask.view(B, h, N, M)
+    if key_padding_mask is not None:
+        pad = additive_mask(key_padding_mask, dtype).view(B, 1, 1, M)
+        mask = pad if mask is None else mask + pad
+    return mask if mask is None or not extra else F.pad(mask, (extra, 0))
+
+def attend(q, k, v, # [B, heads, N, d], [B, heads, S, d], [B, heads, S, d]
+           mask:torch.Tensor|None=None, # additive, broadcastable to [B, heads, N, S]
+           dropout_p:float=0.0, # attention dropout (0 outside training)
+           need_weights:bool=False, # also return the weights [B, heads, N, S] (an explicit softmax, slower)
+           is_causal:bool=False, # causal, for the fused kernel (with `mask` None)
+          )->tuple: # (output [B, heads, N, d], weights or None)
+    "Scaled dot-product attention, through PyTorch's fused kernel unless the weights are wanted."
+    if not need_weights:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal), None
+    w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) + (0 if mask is None else mask), -1)
+    if dropout_p > 0: w = F.dropout(w, dropout_p)
+    return w @ v, w
+
+# %% ../nbs/01_anatomy.ipynb #c4148f74
+ATTN_POINTS = ('q', 'k', 'v', 'o')  # where updates add: the query, key and value projections, the output projection
+EXTRA_KINDS = ('updates', 'kv', 'tokens')  # what an owner can add to an attention
+
+def check_adaptable(attn:nn.Module, # the attention to wrap
+                    name:str='this attention', # its name, for the message
+                   ):
+    "A `ValueError` saying why `attn` cannot become an `AdaptableAttention` (nothing when it can)."
+    if not (type(attn) is nn.MultiheadAttention or isinstance(attn, AdaptableAttention)):
+        raise ValueError(f"{name} is a {type(attn).__name__}, not open_clip's plain nn.MultiheadAttention (nor an "
+                         f"AdaptableAttention): another strategy replaced it, and adaptable attention cannot take it over")
+    if not attn._qkv_same_embed_dim or attn.in_proj_weight is None:
+        raise ValueError(f"{name} has separate q/k/v projections (kdim={attn.kdim}, vdim={attn.vdim}): the adaptable "
+                         f"attention needs open_clip's packed in_proj_weight")
+    if attn.bias_k is not None or attn.bias_v is not None or attn.add_zero_attn:
+        raise ValueError(f"{name} has bias_k/bias_v or add_zero_attn: the adaptable attention needs open_clip's plain self-attention")
+
+# %% ../nbs/01_anatomy.ipynb #5d3abea2
+def _take_over(wrapper:nn.Module, stock:nn.Module):
+    "Give `wrapper` the settings, the very Parameters and the submodules of `stock`, under the same names; keep `stock`."
+    nn.Module.__init__(wrapper)
+    for k, v in vars(stock).items():
+        if not k.startswith('_') or k == '_qkv_same_embed_dim': wrapper.__dict__[k] = v
+    for n, p in stock._parameters.items(): wrapper.register_parameter(n, p)
+    for n, b in stock._buffers.items(): wrapper.register_buffer(n, b, persistent=n not in stock._non_persistent_buffers_set)
+    for n, m in stock._modules.items(): wrapper.add_module(n, m)
+    wrapper.__dict__.update(stock=stock, owners={})  # not registered: the stock module is no submodule
+
+def _give_back(wrapper:nn.Module)->nn.Module:
+    "The stock module, with the wrapper's current Parameters, submodules, settings and mode."
+    stock = wrapper.stock
+    for k in list(vars(stock)):
+        if (not k.startswith('_') or k == '_qkv_same_embed_dim') and k in wrapper.__dict__: stock.__dict__[k] = wrapper.__dict__[k]
+    for d in ('_parameters', '_buffers', '_modules'):
+        for n in getattr(stock, d): getattr(stock, d)[n] = getattr(wrapper, d)[n]
+    return stock
+
+def _attrs(owner:str, kind:str)->list:
+    "The attribute names an owner's additions of one kind take on a wrapper."
+    return {'updates': [owner], 'kv': [f'{owner}_k', f'{owner}_v'], 'tokens': [f'{owner}_tokens']}[kind]
+
+def _check_owner(wrapper:nn.Module, owner:str, attrs:list):
+    "An owner is a name such as 'lora'; the attributes its additions take must be free (or its own already)."
+    if not (isinstance(owner, str) and owner.isidentifier() and not owner.startswith('_')):
+        raise ValueError(f"An owner is a name such as 'lora' or 'prefix' (a Python identifier, no leading '_'), not {owner!r}")
+    mine = {a for k in wrapper.owners.get(owner, {}) for a in _attrs(owner, k)}
+    used = set(vars(wrapper.stock)) | set(dir(type(wrapper))) | set(wrapper._parameters) | set(wrapper._modules) | {'stock', 'owners'}
+    taken = [a for a in attrs if a in used - mine]
+    if taken: raise ValueError(f"Owner {owner!r} would take the name(s) {taken}, which this {type(wrapper).__name__} already uses: choose another owner name")
+
+# %% ../nbs/01_anatomy.ipynb #2e016df1
+class AdaptableAttention(nn.MultiheadAttention):
+    "open_clip's attention, the very same Parameters under the same names, plus what owners add at named points."
+    def __init__(self, stock:nn.MultiheadAttention, # the attention to wrap (not copied; given back by `stock_module`)
+                ):
+        check_adaptable(stock)
+        if isinstance(stock, AdaptableAttention): raise ValueError("This attention is adaptable already: use `adaptable(attn)`, which returns it as it is")
+        _take_over(self, stock)
+
+    def stock_module(self)->nn.MultiheadAttention:
+        "The stock `nn.MultiheadAttention` it wraps, with the current weights, settings and mode (what `unwrap` puts back)."
+        return _give_back(self)
+
+    def extra_repr(self)->str:
+        out = []
+        for owner, rec in self.owners.items():
+            what = [f"updates {', '.join(rec['updates'])}"] if 'updates' in rec else []
+            for kind in ('kv', 'tokens'):
+                if kind not in rec: continue
+                src = rec[kind]
+                label = 'keys and values' if kind == 'kv' else 'tokens'
+                what.append(f"{label} (own)" if src == 'own' else f"{label} from {type(src[0]).__name__}" + ('' if src[1] is None else f" layer {src[1]}"))
+            out.append(f"{owner}: {'; '.join(what)}")
+        return ', '.join([f'embed_dim={self.embed_dim}, num_heads={self.num_heads}'] + out)
+
+# %% ../nbs/01_anatomy.ipynb #230c3c99
+@patch
+def add_update(self:AdaptableAttention, owner:str, # who adds it, e.g. 'lora'
+               point:str, # 'q', 'k', 'v' (in-projection) or 'o' (output projection)
+               module:nn.Module, # maps the projection's input [..., E] to an addition to its output [..., E]
+              )->AdaptableAttention:
+    "Add `module(x)` to the projection at `point`; registered as `<owner>.<point>`."
+    point = check_name('update point', point, ATTN_POINTS)
+    _check_owner(self, owner, [owner])
+    box = self.owners.setdefault(owner, {}).setdefault('updates', nn.ModuleDict())
+    if point in box: raise ValueError(f"{owner!r} already adds an update at {point!r}; remove it first ({owner!r} adds {list(box)})")
+    box[point] = module
+    box.train(self.training)  # a new module takes the attention's mode (eval in an eval model)
+    if owner not in self._modules: self.add_module(owner, box)
+    return self
+
+def _owned(t:torch.Tensor, E:int, what:str)->nn.Parameter:
+    "`t` as a Parameter, its last dimension checked against the attention's width."
+    if t.dim() not in (2, 3) or t.shape[-1] != E: raise ValueError(f"{what} must be [L, {E}] (or [B, L, {E}]), got {tuple(t.shape)}")
+    return t if isinstance(t, nn.Parameter) else nn.Parameter(t)
+
+@patch
+def _set_extra(self:AdaptableAttention, owner:str, kind:str, source, layer, tensors:dict)->AdaptableAttention:
+    "Set `owner`'s extra `kind` ('kv' or 'tokens'): owned `tensors` (registered) or a `source` (called, not registered)."
+    if (source is None) == any(t is None for t in tensors.values()):
+        raise ValueError(f"Give {' and '.join(tensors)} (tensors {owner!r} owns), or a source, for {owner!r}'s extra {kind}")
+    _check_owner(self, owner, list(tensors))
+    if source is not None and not callable(source): raise ValueError(f"The source of {owner!r}'s extra {kind} must be callable, got {type(source).__name__}")
+    owned = {} if source is not None else {n: _owned(t, self.embed_dim, n) for n, t in tensors.items()}  # all checked first
+    for n in tensors:
+        if n in self._parameters: delattr(self, n)
+    for n, p in owned.items(): self.register_parameter(n, p)
+    self.owners.setdefault(owner, {})[kind] = 'own' if source is None else (source, layer)
+    return self
+
+# %% ../nbs/01_anatomy.ipynb #851ebb56
+@patch
+def set_kv(self:AdaptableAttention, owner:str, # who sets them, e.g. 'prefix'
+           keys:torch.Tensor=None, values:torch.Tensor=None, # [L, E] each (or [B, L, E]), owned: `<owner>_k`, `<owner>_v`
+           source=None, # or a callable giving (keys, values) at each forward, not registered here
+           layer:int=None, # what `source` is called with (None: no argument)
+          )->AdaptableAttention:
+    "Set `owner`'s extra keys and values, in front of the sequence's own (prefix tuning); replaces what it set before."
+    return self._set_extra(owner, 'kv', source, layer, {f'{owner}_k': keys, f'{owner}_v': values})
+
+@patch
+def set_tokens(self:AdaptableAttention, owner:str, # who sets them, e.g. 'maple'
+               tokens:torch.Tensor=None, # [L, E] (or [B, L, E]) in the attention's input space, owned: `<owner>_tokens`
+               source=None, # or a callable giving the tokens at each forward, not registered here
+               layer:int=None, # what `source` is called with (None: no argument)
+              )->AdaptableAttention:
+    "Set `owner`'s extra tokens: projected by the (updated) in-projection into extra keys and values (deep prompts)."
+    return self._set_extra(owner, 'tokens', source, layer, {f'{owner}_tokens': tokens})
+
+@patch
+def remove(self:AdaptableAttention, owner:str, # whose additions
+           kind:str=None, # 'updates', 'kv' or 'tokens'; None: all of them
+          )->AdaptableAttention:
+    "Take away what `owner` added (an owner with nothing left is forgotten)."
+    if owner not in self.owners: raise ValueError(f"{owner!r} adds nothing to this attention; its owners: {list(self.owners) or 'none'}")
+    rec = self.owners[owner]
+    for k in ([check_name('kind', kind, EXTRA_KINDS)] if kind else list(rec)):
+        if rec.pop(k, None) is None: continue
+        for n in _attrs(owner, k):
+            if n in self._parameters or n in self._modules: delattr(self, n)
+    if not rec: del self.owners[owner]
+    return self
+
+# %% ../nbs/01_anatomy.ipynb #9562b466
+@patch
+def _updated(self:AdaptableAttention, y:torch.Tensor, x:torch.Tensor, point:str)->torch.Tensor:
+    "`y` plus every owner's update at `point`, computed from `x`."
+    for rec in self.owners.values():
+        box = rec.get('updates')
+        if box is not None and point in box: y = y + box[point](x)
+    return y
+
+@patch
+def project(self:AdaptableAttention, x:torch.Tensor, # [..., E]
+            point:str, # 'q', 'k' or 'v'
+           )->torch.Tensor:
+    "`x` through that third of the packed in-projection, plus the updates there."
+    i, b = PACKED_PARTS.index(point), self.in_proj_bias
+    return self._updated(F.linear(x, self.in_proj_weight.chunk(3)[i], None if b is None else b.chunk(3)[i]), x, point)
+
+@patch
+def project_in(self:AdaptableAttention, query, key, value, # [B, N, E], [B, M, E], [B, M, E]
+               same:bool=False, # one tensor (self-attention): one matrix product
+              )->tuple:
+    "q, k and v of the sequence: the packed in-projection plus the updates."
+    if not same: return tuple(self.project(x, p) for x, p in zip((query, key, value), PACKED_PARTS))
+    qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, -1)
+    return tuple(self._updated(y, query, p) for y, p in zip(qkv, PACKED_PARTS))
+
+# %% ../nbs/01_anatomy.ipynb #27d143ce
+def _batched(t:torch.Tensor, B:int, dtype)->torch.Tensor:
+    "[L, E] (shared by the batch) or [B, L, E], as [B, L, E] in `dtype`."
+    t = t.to(dtype)
+    return t.expand(B, -1, -1) if t.dim() == 2 else t
+
+@patch
+def extra(self:AdaptableAttention, owner:str, # whose
+          kind:str, # 'kv' or 'tokens'
+         ):
+    "What `owner` set for `kind`: (keys, values) for 'kv', tokens for 'tokens' — its own tensors or its source's output."
+    src = self.owners.get(owner, {}).get(kind)
+    if src is None: raise ValueError(f"{owner!r} sets no {kind} on this attention ({', '.join(f'{o}: {sorted(r)}' for o, r in self.owners.items()) or 'nothing is added'})")
+    if src != 'own': return src[0]() if src[1] is None else src[0](src[1])
+    return tuple(self._parameters[n] for n in _attrs(owner, kind)) if kind == 'kv' else self._parameters[f'{owner}_tokens']
+
+@patch
+def extra_kv(self:AdaptableAttention, batch:int, # B
+             dtype=torch.float32, # the keys' dtype
+            )->list: # [(owner, keys [B, L, E], values [B, L, E])], in the order the owners came
+    "Every owner's extra keys and values: its own, its source's, or its tokens through the k and v projections."
+    out = []
+    for owner, rec in self.owners.items():
+        for kind in ('kv', 'tokens'):
+            if kind not in rec: continue
+            got = self.extra(owner, kind)
+            if kind == 'tokens':
+                z = _batched(got, batch, dtype)
+                got = self.project(z, 'k'), self.project(z, 'v')
+            out.append((owner, _batched(got[0], batch, dtype), _batched(got[1], batch, dtype)))
+    return out
+
+@patch
+def extra_spans(self:AdaptableAttention)->dict:
+    "`{owner: slice}`: the columns of the attention weights that each owner's extra keys take."
+    spans, at = {}, 0
+    with torch.no_grad():
+        for owner, k, _ in self.extra_kv(1, self.in_proj_weight.dtype):
+            spans[owner], at = slice(spans[owner].start if owner in spans else at, at + k.shape[1]), at + k.shape[1]
+    return spans
+
+# %% ../nbs/01_anatomy.ipynb #2a08646d
+@patch
+def forward(self:AdaptableAttention, query:torch.Tensor, key:torch.Tensor, value:torch.Tensor, key_padding_mask=None,
+            need_weights:bool=True, attn_mask=None, average_attn_weights:bool=True, is_causal:bool=False)->tuple:
+    "`nn.MultiheadAttention.forward` itself when nothing is added, else `adapted_forward`: `(output, weights or None)`."
+    f = self.adapted_forward if self.owners else super(AdaptableAttention, self).forward
+    return f(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights, attn_mask=attn_mask,
+             average_attn_weights=average_attn_weights, is_causal=is_causal)
+
+@patch
+def adapted_forward(self:AdaptableAttention, query:torch.Tensor, key:torch.Tensor, value:torch.Tensor, key_padding_mask=None,
+                    need_weights:bool=True, attn_mask=None, average_attn_weights:bool=True, is_causal:bool=False)->tuple:
+    "As `nn.MultiheadAttention.forward`, with every owner's updates and extra keys and values: `(output, weights or None)`."
+    same, unbatched = query is key and key is value, query.dim() == 2
+    def batch(x): return x.unsqueeze(0) if unbatched else x if self.batch_first else x.transpose(0, 1)
+    q, k, v = self.project_in(*map(batch, (query, key, value)), same=same)
+    (B, N, D), M, h = q.shape, k.shape[1], self.num_heads
+    extra = self.extra_kv(B, k.dtype)
+    if extra: k, v = torch.cat([e[1] for e in extra] + [k], 1), torch.cat([e[2] for e in extra] + [v], 1)
+    L = k.shape[1] - M
+    fused_causal = is_causal and attn_mask is None and key_padding_mask is None and not L and not need_weights
+    mask = attention_mask(attn_mask, key_padding_mask, is_causal and not fused_causal, (B, h, N, M), L, q.dtype, q.device)
+    def heads(x): return x.reshape(B, x.shape[1], h, D // h).transpose(1, 2)
+    o, w = attend(heads(q), heads(k), heads(v), mask, self.dropout if self.training else 0.0, need_weights, fused_causal)
+    o = o.transpose(1, 2).reshape(B, N, D)
+    out = self._updated(F.linear(o, self.out_proj.weight, self.out_proj.bias), o, 'o')
+    if w is not None and average_attn_weights: w = w.mean(1)
+    if unbatched: return out.squeeze(0), (None if w is None else w.squeeze(0))
+    return (out if self.batch_first else out.transpose(0, 1)), w
+
+# %% ../nbs/01_anatomy.ipynb #12232502
+class AdaptableLinear(nn.Linear):
+    "An nn.Linear, the very same `weight` and `bias`, plus updates owners add: W x + b + Σ u(x)."
+    def __init__(self, stock:nn.Linear, # the layer to wrap (not copied; given back by `stock_module`)
+                ):
+        if not isinstance(stock, nn.Linear) or isinstance(stock, AdaptableLinear) or type(stock).forward is not nn.Linear.forward:
+            raise ValueError(f"An AdaptableLinear wraps a plain nn.Linear, not a {type(stock).__name__}")
+        _take_over(self, stock)
+
+    def stock_module(self)->nn.Linear:
+        "The stock layer it wraps, with the current weights and mode."
+        return _give_back(self)
+
+    def add_update(self, owner:str, # who adds it, e.g. 'lora'
+                   module:nn.Module, # maps the input [..., in] to an addition to the output [..., out]
+                  )->AdaptableLinear:
+        "Add `module(x)` to the layer's output; registered as `<owner>`."
+        if owner in self.owners: raise ValueError(f"{owner!r} already adds an update to this layer; remove it first")
+        _check_owner(self, owner, [owner])
+        self.add_module(owner, module.train(self.training))  # the layer's mode (eval in an eval model)
+        self.owners[owner] = {'updates': module}
+        return self
+
+    def remove(self, owner:str)->AdaptableLinear:
+        "Take away `owner`'s update."
+        if self.owners.pop(owner, None) is None: raise ValueError(f"{owner!r} adds nothing to this layer; its owners: {list(self.owners) or 'none'}")
+        delattr(self, owner)
+        return self
+
+    def forward(self, x:torch.Tensor)->torch.Tensor:
+        y = F.linear(x, self.weight, self.bias)
+        for rec in self.owners.values(): y = y + rec['updates'](x)
+        return y
+
+    def extra_repr(self)->str: return super().extra_repr() + ''.join(f', {o}: update' for o in self.owners)
+
+# %% ../nbs/01_anatomy.ipynb #8a49c457
+def _delta(module:nn.Module, owner:str)->torch.Tensor:
+    "The weight change an update stands for (its `delta_weight()`); an error for an update that has none."
+    if not callable(getattr(module, 'delta_weight', None)):
+        raise ValueError(f"{owner!r}'s update {type(module).__name__} has no delta_weight(): it cannot be merged into the weights")
+    return module.delta_weight()
+
+@patch
+def merge(self:AdaptableAttention, owner:str)->AdaptableAttention:
+    "Fold `owner`'s updates into the packed in-projection rows and `out_proj.weight`, then take them away."
+    box = self.owners.get(owner, {}).get('updates', {})
+    with torch.no_grad():
+        deltas = {p: _delta(u, owner) for p, u in box.items()}  # all checked before any weight changes
+        for p, d in deltas.items():
+            w = self.out_proj.weight if p == 'o' else self.in_proj_weight[packed_rows(self.in_proj_weight, PACKED_PARTS.index(p))]
+            w += d.to(w.dtype)
+    return self.remove(owner, 'updates') if box else self
+
+@patch
+def merge(self:AdaptableLinear, owner:str)->AdaptableLinear:
+    "Fold `owner`'s update into `weight`, then take it away."
+    if owner not in self.owners: return self
+    with torch.no_grad(): self.weight += _delta(self.owners[owner]['updates'], owner).to(self.weight.dtype)
+    return self.remove(owner)
+
+# %% ../nbs/01_anatomy.ipynb #11d81041
+ADAPTABLE = (AdaptableAttention, AdaptableLinear)
+
+def adaptable(module:nn.Module)->nn.Module:
+    "The adaptable wrapper of an `nn.MultiheadAttention` or `nn.Linear`; a wrapper is returned as it is."
+    if isinstance(module, ADAPTABLE): return module
+    if isinstance(module, nn.MultiheadAttention): return AdaptableAttention(module)
+    if isinstance(module, nn.Linear): return AdaptableLinear(module)
+    raise ValueError(f"Only nn.MultiheadAttention and nn.Linear can be made adaptable, not a {type(module).__name__}")
+
+def adapt(parent:nn.Module, # the module holding it, e.g. a residual block
+          name:str, # the child's name, e.g. 'attn' or 'c_fc'
+         )->nn.Module:
+    "Put the adaptable wrapper of `parent.<name>` in its place (idempotent) and return it."
+    child = parent._modules.get(name)
+    if child is None: raise ValueError(f"{type(parent).__name__} has no submodule {name!r}; it has {', '.join(parent._modules) or 'none'}")
+    wrapper = adaptable(child)
+    if wrapper is not child: setattr(parent, name, wrapper)
+    return wrapper
+
+def holds(module:nn.Module, owner:str)->bool:
+    "Whether `module` is an adaptable wrapper to which `owner` adds something."
+    return isinstance(module, ADAPTABLE) and owner in module.owners
+
+def unwrap(model:nn.Module)->nn.Module:
+    "Give back the stock module wherever a wrapper holds nothing any more; returns `model` (a bare wrapper: its stock module)."
+    if isinstance(model, ADAPTABLE) and not model.owners: return model.stock_module()
+    for parent in list(model.modules()):
+        for n, c in list(parent._modules.items()):
+            if isinstance(c, ADAPTABLE) and not c.owners: setattr(parent, n, c.stock_module())
+    return model
+
+def remove_owner(model:nn.Module, owner:str)->nn.Module:
+    "Take `owner`'s additions out of every wrapper in `model`, then `unwrap` what holds nothing any more."
+    for m in list(model.modules()):
+        if holds(m, owner): m.remove(owner)
+    return unwrap(model)

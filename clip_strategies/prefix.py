@@ -8,15 +8,16 @@ import math
 from typing import Literal
 
 # %% auto #0
-__all__ = ['PrefixEncoder', 'prefix_mask', 'PrefixAttention', 'attend', 'transformer_towers', 'prefix_towers', 'add_prefixes',
-           'fold_prefixes', 'Prefix', 'fold', 'prefix_attention_share']
+__all__ = ['PrefixAttention', 'PrefixEncoder', 'prefix_mask', 'prefixes', 'fold_attention', 'transformer_towers', 'prefix_towers',
+           'add_prefixes', 'fold_prefixes', 'Prefix', 'fold', 'prefix_attention_share']
 
 # %% ../nbs/31_prefix.ipynb #21b00e46
 import torch
 import torch.nn.functional as F
 from torch import nn
 from fastcore.basics import patch
-from .anatomy import text_tower
+from .anatomy import (text_tower, AdaptableAttention, adaptable, adapt, holds, check_adaptable, attention_mask,
+                                     attend)
 from .strategy import Addition, OptionError, StrategyError, register_strategy, added_parameters, adamw_recipe, strategy_spec
 
 # %% ../nbs/31_prefix.ipynb #4dd7e774
@@ -40,11 +41,6 @@ class PrefixEncoder(nn.Module):
         return F.linear(h, self.mlp[2].weight[rows], self.mlp[2].bias[rows]).chunk(2, -1)
 
 # %% ../nbs/31_prefix.ipynb #688bfaa6
-def _additive(mask:torch.Tensor, dtype)->torch.Tensor:
-    "A boolean mask (True = hidden) as additive floats; a float mask as it is."
-    if mask.dtype != torch.bool: return mask.to(dtype)
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float('-inf'))
-
 def prefix_mask(attn_mask:torch.Tensor|None, # nn.MultiheadAttention's `attn_mask`: [N, M] or [B*heads, N, M]
                 key_padding_mask:torch.Tensor|None, # [B, M] (True or -inf: a padding key)
                 is_causal:bool, # a causal mask was meant (used when `attn_mask` is None)
@@ -54,81 +50,28 @@ def prefix_mask(attn_mask:torch.Tensor|None, # nn.MultiheadAttention's `attn_mas
                 device=None, # the attention's device
                )->torch.Tensor|None: # additive, broadcastable to [B, heads, N, length + M]; None: nothing hidden
     "The model's masks as one additive mask, with `length` zero columns in front: every query sees every prefix."
-    B, h, N, M = shape
-    if attn_mask is None and is_causal: attn_mask = torch.ones(N, M, dtype=torch.bool, device=device).triu(1)
-    mask = None if attn_mask is None else _additive(attn_mask, dtype)
-    if mask is not None and mask.dim() == 3: mask = mask.view(B, h, N, M)
-    if key_padding_mask is not None:
-        pad = _additive(key_padding_mask, dtype).view(B, 1, 1, M)
-        mask = pad if mask is None else mask + pad
-    return None if mask is None else F.pad(mask, (length, 0))
+    return attention_mask(attn_mask, key_padding_mask, is_causal, shape, length, dtype, device)
 
 # %% ../nbs/31_prefix.ipynb #f4eb5d4d
-class PrefixAttention(nn.MultiheadAttention):
-    "`nn.MultiheadAttention` (same parameters and names) whose keys and values start with learned prefixes."
-    prefix_source = None  # (PrefixEncoder, layer) while the MLP produces the prefixes; None once folded
+PrefixAttention = AdaptableAttention  # the name prefix tuning's attention had: the one adaptable attention of anatomy
 
-    def prefixes(self)->tuple:
-        "(keys, values) in front of the sequence's, each [length, embed_dim]."
-        if self.prefix_source is None: return self.prefix_k, self.prefix_v
-        encoder, layer = self.prefix_source
-        return encoder(layer)
-
-    def project(self, query, key, value, # [B, N, D], [B, M, D], [B, M, D]
-                same:bool=False, # query, key and value are one tensor (self-attention: one matrix product)
-               )->tuple:
-        "q, k and v through the packed in-projection."
-        w, b = self.in_proj_weight, self.in_proj_bias
-        if same: return F.linear(query, w, b).chunk(3, -1)
-        bs = b.chunk(3) if b is not None else (None,) * 3
-        return tuple(F.linear(x, wi, bi) for x, wi, bi in zip((query, key, value), w.chunk(3), bs))
-
-    def extra_repr(self)->str:
-        k, _ = self.prefixes()
-        return f"prefix length {len(k)}, " + ('folded' if self.prefix_source is None else f"from the MLP (layer {self.prefix_source[1]})")
-
-# %% ../nbs/31_prefix.ipynb #6c06bc15
-def attend(q, k, v, # [B, heads, N, d], [B, heads, S, d], [B, heads, S, d]
-           mask:torch.Tensor|None, # additive, broadcastable to [B, heads, N, S]
-           dropout_p:float=0.0, # attention dropout
-           need_weights:bool=False, # also return the attention weights (explicit softmax, slower)
-          )->tuple: # (output [B, heads, N, d], weights [B, heads, N, S] or None)
-    "Scaled dot-product attention, through PyTorch's fused kernel unless the weights are wanted."
-    if not need_weights: return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
-    w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) + (0 if mask is None else mask), -1)
-    w = F.dropout(w, dropout_p)
-    return w @ v, w
-
-# %% ../nbs/31_prefix.ipynb #76e92673
-@patch
-def forward(self:PrefixAttention, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
-            average_attn_weights=True, is_causal=False):
-    "`nn.MultiheadAttention.forward`, with the prefix keys and values in front of the sequence's own."
-    same, unbatched = query is key and key is value, query.dim() == 2
-    batch = lambda x: x.unsqueeze(0) if unbatched else x if self.batch_first else x.transpose(0, 1)
-    q, k, v = self.project(*map(batch, (query, key, value)), same=same)
-    (B, N, D), M, h = q.shape, k.shape[1], self.num_heads
-    pk, pv = (p.to(k.dtype).expand(B, -1, -1) for p in self.prefixes())
-    k, v = torch.cat([pk, k], 1), torch.cat([pv, v], 1)
-    mask = prefix_mask(attn_mask, key_padding_mask, is_causal, (B, h, N, M), pk.shape[1], q.dtype, q.device)
-    heads = lambda x: x.view(B, x.shape[1], h, D // h).transpose(1, 2)
-    out, w = attend(heads(q), heads(k), heads(v), mask, self.dropout if self.training else 0.0, need_weights)
-    out = self.out_proj(out.transpose(1, 2).reshape(B, N, D))
-    if w is not None and average_attn_weights: w = w.mean(1)
-    if unbatched: return out.squeeze(0), (None if w is None else w.squeeze(0))
-    return (out if self.batch_first else out.transpose(0, 1)), w
+def prefixes(attn:AdaptableAttention, # an attention prefix tuning added to
+            )->tuple: # (keys, values), each [length, embed_dim]
+    "The keys and values prefix tuning puts in front of the sequence's in `attn`: its own, or its encoder's output."
+    if not holds(attn, 'prefix'): raise ValueError(f"This {type(attn).__name__} holds no prefixes (apply the 'prefix' strategy first)")
+    return attn.extra('prefix', 'kv')
 
 # %% ../nbs/31_prefix.ipynb #f38d6af4
-@patch
-def fold(self:PrefixAttention)->PrefixAttention:
-    "Keep this layer's prefixes as plain tensors `prefix_k`, `prefix_v` instead of the MLP's output (idempotent)."
-    if self.prefix_source is None: return self
-    trains = any(p.requires_grad for p in self.prefix_source[0].parameters())
-    with torch.no_grad(): k, v = self.prefixes()
-    self.prefix_k = nn.Parameter(k.detach().clone(), requires_grad=trains)
-    self.prefix_v = nn.Parameter(v.detach().clone(), requires_grad=trains)
-    self.prefix_source = None
-    return self
+def fold_attention(attn:AdaptableAttention, # an attention prefix tuning added to
+                  )->AdaptableAttention:
+    "Keep this layer's prefixes as its own tensors `prefix_k`, `prefix_v` instead of the encoder's output (idempotent)."
+    source = attn.owners['prefix']['kv'] if holds(attn, 'prefix') else None
+    if source is None: raise ValueError(f"This {type(attn).__name__} holds no prefixes to fold")
+    if source == 'own': return attn
+    trains = any(p.requires_grad for p in source[0].parameters())
+    with torch.no_grad(): k, v = prefixes(attn)
+    return attn.set_kv('prefix', keys=nn.Parameter(k.detach().clone(), requires_grad=trains),
+                       values=nn.Parameter(v.detach().clone(), requires_grad=trains))
 
 # %% ../nbs/31_prefix.ipynb #d22668fe
 def transformer_towers(model:nn.Module, # an open_clip CLIP
@@ -164,32 +107,28 @@ def prefix_towers(model:nn.Module, # an open_clip CLIP
 
 # %% ../nbs/31_prefix.ipynb #5ed7a81b
 def _check_attention(name:str, attn:nn.Module):
-    "Refuse an attention `PrefixAttention` cannot take over."
-    if type(attn) is not nn.MultiheadAttention:
-        raise StrategyError(f"{name} is a {type(attn).__name__}, not a plain nn.MultiheadAttention (another strategy "
-                            f"changed it?): prefix tuning needs open_clip's own attention; apply it first")
-    if not attn._qkv_same_embed_dim or attn.bias_k is not None or attn.add_zero_attn:
-        raise StrategyError(f"{name} has separate q/k/v sizes or its own bias_k/bias_v: prefix tuning expects open_clip's packed self-attention")
+    "Refuse an attention prefix tuning cannot add to."
+    try: check_adaptable(attn, name)
+    except ValueError as e: raise StrategyError(f"{e}; prefix tuning needs open_clip's own attention") from None
+    if holds(attn, 'prefix'): raise StrategyError(f"{name} has prefixes already: prefix tuning adds them once")
 
 def add_prefixes(transformer:nn.Module, # a tower's transformer (`resblocks` of blocks with `attn`)
                  length:int=10, # prefix vectors per layer
                  hidden:int=512, # hidden size of the reparameterising MLP
                  name:str='transformer', # the transformer's name, for messages
                 )->PrefixEncoder:
-    "Give the tower a `prefix_encoder` and make every block's attention a `PrefixAttention` reading from it."
+    "Give the tower a `prefix_encoder` and every block's attention, made adaptable, its layer of it as prefixes."
     attns = [blk.attn for blk in transformer.resblocks]
     for i, a in enumerate(attns): _check_attention(f'{name}.resblocks.{i}.attn', a)
     w = attns[0].in_proj_weight
-    transformer.prefix_encoder = PrefixEncoder(length, attns[0].embed_dim, len(attns), hidden).to(w.device, w.dtype)
-    for i, a in enumerate(attns):
-        a.__class__ = PrefixAttention
-        a.prefix_source = (transformer.prefix_encoder, i)
+    transformer.prefix_encoder = PrefixEncoder(length, attns[0].embed_dim, len(attns), hidden).to(w.device, w.dtype).train(transformer.training)
+    for i, blk in enumerate(transformer.resblocks): adapt(blk, 'attn').set_kv('prefix', source=transformer.prefix_encoder, layer=i)
     return transformer.prefix_encoder
 
 def fold_prefixes(model:nn.Module)->nn.Module:
-    "Fold every `PrefixAttention` of `model` and remove the prefix encoders (idempotent); returns `model`."
+    "Fold the prefixes of every attention of `model` and remove the prefix encoders (idempotent); returns `model`."
     for m in model.modules():
-        if isinstance(m, PrefixAttention): m.fold()
+        if holds(m, 'prefix'): fold_attention(m)
     for m in list(model.modules()):
         if isinstance(getattr(m, 'prefix_encoder', None), PrefixEncoder): del m.prefix_encoder
     return model
@@ -263,10 +202,10 @@ def prefix_attention_share(model:nn.Module, # a model with prefixes
         def f(mod, args, kwargs, out):
             x = args[0]
             _, w = mod.forward(x, x, x, attn_mask=kwargs.get('attn_mask'), need_weights=True)  # not mod(...): no hooks again
-            shares[name] = w[..., :len(mod.prefixes()[0])].sum(-1).mean().item()
+            shares[name] = w[..., mod.extra_spans()['prefix']].sum(-1).mean().item()
         return f
     for n, m in model.named_modules():
-        if isinstance(m, PrefixAttention): hooks.append(m.register_forward_hook(hook(n), with_kwargs=True))
+        if holds(m, 'prefix'): hooks.append(m.register_forward_hook(hook(n), with_kwargs=True))
     try:
         with torch.no_grad():
             if images is not None: model.encode_image(images)

@@ -1,6 +1,6 @@
 """Adapters, LoRA and CLIP-Adapter across modules: learned-part files, merged LoRA checkpoints, combinations, differential
 rates, the command line, retrieval."""
-import copy, json
+import copy, json, math
 
 import pytest
 import torch
@@ -8,12 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import clip_strategies.adapter  # registers adapter, lora, clip_adapter (also listed in strategy.STRATEGY_MODULES)
-from clip_strategies.adapter import LoRAMultiheadAttention, merge_lora
-from clip_strategies.anatomy import trainable_names
+from clip_strategies.adapter import LoRAMultiheadAttention, LoRALinear, merge_lora, add_lora
+from clip_strategies.anatomy import trainable_names, adaptable, AdaptableAttention, holds
 from clip_strategies.cli import protocol_run, train_main
 from clip_strategies.core import save_safetensors, read_safetensors, count_params
 from clip_strategies.models import load_clip
-from clip_strategies.strategy import get_strategy, check_strategy, save_learned, load_learned, StrategyError
+from clip_strategies.strategy import get_strategy, check_strategy, save_learned, load_learned, StrategyError, added_parameters
 
 torch.set_num_threads(1)
 
@@ -63,10 +63,10 @@ def test_merged_lora_is_a_plain_open_clip_model_that_load_clip_reads(tmp_path, m
     perturb(model, strategy.learned_names(model))
     unmerged = outputs(model, batch)
     strategy.merge(model)
-    assert not any(isinstance(m, LoRAMultiheadAttention) for m in model.modules())
+    assert not any(isinstance(m, (LoRAMultiheadAttention, LoRALinear)) or holds(m, 'lora') for m in model.modules())
     assert all(type(b.attn) is nn.MultiheadAttention and type(b.mlp.c_fc) is nn.Linear
                for b in list(model.visual.transformer.resblocks) + list(model.transformer.resblocks))
-    assert 'lora' not in model.added_parameters
+    assert 'lora' not in added_parameters(model)
     assert list(model.state_dict()) == list(mini.state_dict())
     torch.testing.assert_close(outputs(model, batch), unmerged, rtol=0, atol=1e-5)
     path = save_safetensors(model.state_dict(), tmp_path/'merged.safetensors')
@@ -126,7 +126,7 @@ def test_retrieval_trains_on_mini_captions(name):
     assert m['history'] and all(torch.isfinite(torch.tensor(h['train_loss'])) for h in m['history'])
     assert m['trainable_params'] == count_params(res['model'])[0] < 0.05 * m['total_params']
     if name != 'clip_adapter':  # zero-initialised factors have moved away from zero
-        moved = [n for n, p in res['model'].named_parameters() if n.endswith(('lora_B.q', 'up.weight')) and p.abs().max() > 0]
+        moved = [n for n, p in res['model'].named_parameters() if n.endswith(('lora.q.lora_B', 'up.weight')) and p.abs().max() > 0]
         assert moved
 
 def test_options_from_the_command_line(tmp_path, capsys):
@@ -179,6 +179,177 @@ def test_lora_with_coop_from_yaml_uses_loras_recipe(tmp_path, train_yaml):
     m = json.loads((out/'metrics.json').read_text())
     assert m['strategy'] == 'lora+coop' and m['trainable_params'] == 5 * 3 * 2 * 128 + 2 * 128
 
-def test_lora_refuses_an_attention_another_strategy_replaced():
-    with pytest.raises(ValueError, match="PrefixAttention"):
-        get_strategy(['prefix', 'lora']).apply(load_clip('mini', device='cpu')[0])
+def test_lora_refuses_an_attention_some_other_code_replaced(mini):
+    "An attention that is neither open_clip's nn.MultiheadAttention nor the adaptable one is refused, by class, before any change."
+    class OtherAttention(nn.MultiheadAttention): pass
+    model = copy.deepcopy(mini)
+    model.transformer.resblocks[1].attn.__class__ = OtherAttention
+    with pytest.raises(ValueError, match="transformer.resblocks.1.attn is a OtherAttention, not open_clip's plain"):
+        get_strategy('lora').apply(model)
+    assert type(model.visual.transformer.resblocks[0].attn) is nn.MultiheadAttention and not added_parameters(model)
+
+# --- today's LoRA, transcribed: the forward LoRAMultiheadAttention and LoRALinear had before the adaptable attention ---
+def todays_lora_attention(m, A, B, s, p, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                          average_attn_weights=True, training=False):
+    "The packed projection plus s·B A dropout(x) per target; the 'o' update of the heads' output added to out_proj's."
+    def delta(t, x): return F.linear(F.linear(F.dropout(x, p, training), A[t]) * s, B[t])
+    unbatched = query.dim() == 2
+    def bf(x): return x.unsqueeze(0) if unbatched else x if m.batch_first else x.transpose(0, 1)
+    q_in = bf(query)
+    k_in = q_in if key is query else bf(key)
+    v_in = k_in if value is key else bf(value)
+    if unbatched and key_padding_mask is not None: key_padding_mask = key_padding_mask.unsqueeze(0)
+    w, b = m.in_proj_weight, m.in_proj_bias
+    if q_in is k_in and k_in is v_in: q, k, v = F.linear(q_in, w, b).chunk(3, dim=-1)
+    else: q, k, v = (F.linear(x, wi, bi) for x, wi, bi in zip((q_in, k_in, v_in), w.chunk(3), b.chunk(3)))
+    xs = dict(q=q_in, k=k_in, v=v_in)
+    q, k, v = (y + delta(t, xs[t]) if t in A else y for t, y in zip('qkv', (q, k, v)))
+    (n, l, e), S, h = q.shape, k.shape[1], m.num_heads
+    q, k, v = (x.reshape(n, -1, h, e // h).transpose(1, 2) for x in (q, k, v))
+    def additive(mk):
+        if mk is None or mk.dtype != torch.bool: return None if mk is None else mk.to(q.dtype)
+        return torch.zeros(mk.shape, dtype=q.dtype).masked_fill_(mk, float('-inf'))
+    mask = additive(attn_mask)
+    if mask is not None and mask.dim() == 3: mask = mask.view(n, h, l, S)
+    if key_padding_mask is not None:
+        kp = additive(key_padding_mask).view(n, 1, 1, S)
+        mask = kp if mask is None else mask + kp
+    if need_weights:
+        att = (q @ k.transpose(-2, -1) / math.sqrt(e // h) + (0 if mask is None else mask)).softmax(-1)
+        o, wts = att @ v, (att.mean(1) if average_attn_weights else att)
+    else: o, wts = F.scaled_dot_product_attention(q, k, v, attn_mask=mask), None
+    o = o.transpose(1, 2).reshape(n, l, e)
+    out = F.linear(o, m.out_proj.weight, m.out_proj.bias)
+    if 'o' in A: out = out + delta('o', o)
+    if unbatched: return out.squeeze(0), (None if wts is None else wts.squeeze(0))
+    return (out if m.batch_first else out.transpose(0, 1)), wts
+
+def todays_lora_linear(lin, A, B, s, p, x, training=False):
+    return F.linear(x, lin.weight, lin.bias) + F.linear(F.linear(F.dropout(x, p, training), A) * s, B)
+
+@pytest.mark.parametrize('batch_first', [True, False])
+def test_lora_gives_todays_outputs_for_the_same_factors(batch_first):
+    torch.manual_seed(0)
+    stock = nn.MultiheadAttention(16, 4, batch_first=batch_first)
+    with torch.no_grad(): stock.in_proj_bias.normal_(); stock.out_proj.bias.normal_()
+    targets, s, p = ['q', 'k', 'v', 'o'], 0.7, 0.25
+    new = add_lora(adaptable(copy.deepcopy(stock)), rank=3, scaling=s, dropout=p, targets=targets)
+    with torch.no_grad():
+        for t in targets: new.lora[t].lora_A.normal_(); new.lora[t].lora_B.normal_()
+    A, B = ({t: getattr(new.lora[t], f) for t in targets} for f in ('lora_A', 'lora_B'))
+    xq, xk = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    xs = torch.randn(2, 6, 16)
+    if not batch_first: xq, xk, xs = xq.transpose(0, 1), xk.transpose(0, 1), xs.transpose(0, 1)
+    kpm = torch.zeros(2, 7, dtype=torch.bool); kpm[0, -3:] = True
+    bm = torch.zeros(5, 7, dtype=torch.bool); bm[:, 0] = True
+    causal = torch.zeros(6, 6).masked_fill(torch.ones(6, 6, dtype=torch.bool).triu(1), float('-inf'))  # open_clip's text mask
+    u = torch.randn(6, 16)
+    cases = [((xs, xs, xs), dict(attn_mask=causal, need_weights=False)), ((xs, xs, xs), dict()),
+             ((xq, xk, xk), dict(key_padding_mask=kpm)), ((xq, xk, xk), dict(attn_mask=bm, need_weights=False)),
+             ((xq, xk, xk), dict(attn_mask=torch.randn(8, 5, 7), average_attn_weights=False)),
+             ((u, u, u), dict(attn_mask=causal))]
+    new.eval()
+    for args, kw in cases:
+        got, ref = new(*args, **kw), todays_lora_attention(stock, A, B, s, p, *args, **kw)
+        torch.testing.assert_close(got[0], ref[0], rtol=0, atol=1e-6)
+        assert (got[1] is None) == (ref[1] is None)
+        if ref[1] is not None: torch.testing.assert_close(got[1], ref[1], rtol=0, atol=1e-6)
+    new.train()  # LoRA dropout on each update's input, in the same order (q, k, v, then o): the same masks
+    torch.manual_seed(3); got = new(xs, xs, xs, attn_mask=causal, need_weights=False)[0]
+    torch.manual_seed(3); ref = todays_lora_attention(stock, A, B, s, p, xs, xs, xs, attn_mask=causal, need_weights=False, training=True)[0]
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+    lin = nn.Linear(16, 32)
+    new_lin = add_lora(adaptable(copy.deepcopy(lin)), rank=2, scaling=s, dropout=p)
+    with torch.no_grad(): new_lin.lora.lora_B.normal_()
+    x = torch.randn(3, 16)
+    for training in (False, True):
+        new_lin.train(training)
+        torch.manual_seed(4); got = new_lin(x)
+        torch.manual_seed(4); ref = todays_lora_linear(lin, new_lin.lora.lora_A, new_lin.lora.lora_B, s, p, x, training)
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+
+# --- LoRA and prefix tuning on the one adaptable attention ---
+ATTENTIONS = lambda m: [b.attn for b in list(m.visual.transformer.resblocks) + list(m.transformer.resblocks)]
+
+@pytest.mark.parametrize('order', [['lora', 'prefix'], ['prefix', 'lora']], ids='+'.join)
+def test_lora_and_prefix_combine_train_both_and_round_trip(tmp_path, mini, batch, order):
+    model, combo = copy.deepcopy(mini), get_strategy(order)
+    names = check_strategy(combo, model)
+    lora, prefix = (combo.parts[order.index(n)] for n in ('lora', 'prefix'))
+    lora_names, prefix_names = lora.learned_names(model), prefix.learned_names(model)
+    assert sorted(names) == sorted(lora_names + prefix_names) and len(lora_names) == 5 * 3 * 2 and len(prefix_names) == 10
+    assert all('.attn.lora.' in n for n in lora_names) and all('prefix_encoder' in n for n in prefix_names)
+    assert all(type(a) is AdaptableAttention and list(a.owners) == order for a in ATTENTIONS(model))
+    # one step moves exactly both parts' tensors
+    perturb(model, lora_names)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for g in combo.param_groups(model, 1e-3, 0.01) for p in g['params']], lr=1e-3)
+    model.train()
+    img, txt, scale = model(*batch)
+    F.cross_entropy(scale * img @ txt.T, torch.arange(4)).backward()
+    opt.step()
+    assert {n for n, p in model.named_parameters() if not torch.equal(p, before[n])} == set(names)
+    # the learned part alone loads onto a fresh model: the same outputs
+    path = save_learned(combo, model, tmp_path/'learned.safetensors', 'mini')
+    fresh = load_clip('mini', device='cpu')[0]
+    loaded = load_learned(fresh, path, 'mini')
+    assert [p.name for p in loaded.parts] == order and sorted(loaded.learned_names(fresh)) == sorted(names)
+    torch.testing.assert_close(outputs(fresh, batch), outputs(model, batch), rtol=0, atol=1e-6)
+    assert not torch.allclose(outputs(fresh, batch), outputs(mini, batch), atol=1e-3)
+    # merging LoRA leaves the prefixes; folding them then leaves a model with the same outputs
+    ref = outputs(model, batch)
+    lora.merge(model)
+    assert all(list(a.owners) == ['prefix'] for a in ATTENTIONS(model)) and not any('lora' in n for n in model.state_dict())
+    assert list(added_parameters(model)) == ['prefix']
+    torch.testing.assert_close(outputs(model, batch), ref, rtol=0, atol=1e-5)
+    from clip_strategies.prefix import fold
+    fold(prefix, model)
+    torch.testing.assert_close(outputs(model, batch), ref, rtol=0, atol=1e-5)
+    assert sorted(n for n, p in model.named_parameters() if p.requires_grad) == sorted(prefix.learned_names(model))
+
+def test_prefix_then_lora_leaves_lora_when_prefixes_go(mini, batch):
+    "Taking prefix tuning away (anatomy.remove_owner) leaves LoRA; taking LoRA away too gives open_clip's modules back."
+    from clip_strategies.anatomy import remove_owner
+    model, combo = copy.deepcopy(mini), get_strategy(['prefix', 'lora'])
+    combo.apply(model)
+    only_lora = get_strategy('lora').apply(copy.deepcopy(mini))
+    sd = {k: v for k, v in model.state_dict().items() if 'prefix' not in k}
+    remove_owner(model, 'prefix')
+    for m in (model.visual.transformer, model.transformer): del m.prefix_encoder
+    assert all(list(a.owners) == ['lora'] for a in ATTENTIONS(model))
+    only_lora.load_state_dict(sd)
+    torch.testing.assert_close(outputs(model, batch), outputs(only_lora, batch), rtol=0, atol=1e-6)
+    remove_owner(model, 'lora')
+    assert list(model.state_dict()) == list(mini.state_dict()) and all(type(a) is nn.MultiheadAttention for a in ATTENTIONS(model))
+
+def combination_run(tmp_path, names, **over):
+    "`clip_strategies_train TRAINER.NAME [names]` from a bare config (no YAML), quietly; returns the metrics and output folder."
+    from clip_strategies.config import load_config
+    from clip_strategies.cli import run
+    out = tmp_path/'run'
+    cfg = load_config(None, {'TRAINER.NAME': names, 'OUTPUT_DIR': str(out), 'DATASET.ALSO_TEST': [], 'TRAIN.PRINT_FREQ': 0, **over})
+    return run(cfg, progress=False, log=lambda *a: None), out
+
+def check_combination_run(m, out, names):
+    assert m['strategy'] == '+'.join(names) and m['dataset'] == 'mini_shift' and m['num_shots'] == 16
+    assert m['accuracy'] > m['before']['accuracy'] + 10, (m['accuracy'], m['before']['accuracy'])  # zero-shot: 27.4%
+    tensors, _ = read_safetensors(out/'learned.safetensors')
+    assert sum('.attn.lora.' in n for n in tensors) == 5 * 3 * 2 and sum('prefix_encoder' in n for n in tensors) == 10
+    assert m['trainable_params'] == sum(t.numel() for t in tensors.values())
+
+def test_prefix_then_lora_from_a_bare_config_beats_zero_shot(tmp_path):
+    "A combination trains with its first part's recipe: prefix tuning's AdamW at 1e-3 (46.2% against 27.4% zero-shot)."
+    m, out = combination_run(tmp_path, ['prefix', 'lora'])
+    check_combination_run(m, out, ['prefix', 'lora'])
+
+def test_lora_then_prefix_at_prefix_tunings_rate_beats_zero_shot(tmp_path):
+    "LoRA's recipe at the rate prefix tuning trains at: both parts train (43.4% against 27.4% zero-shot)."
+    m, out = combination_run(tmp_path, ['lora', 'prefix'], **{'OPTIM.LR': 1e-3})
+    check_combination_run(m, out, ['lora', 'prefix'])
+
+@pytest.mark.xfail(strict=True, reason="[lora, prefix] takes LoRA's recipe, AdamW at 1e-2: ten times the rate at which prefix "
+                   "tuning's MLP is stable (prefix alone at 1e-2: 12.5%); the run collapses to 11.8%. Needs per-part rates "
+                   "in a combination (Combined, nbs/14_strategy.ipynb)")
+def test_lora_then_prefix_from_a_bare_config_beats_zero_shot(tmp_path):
+    m, out = combination_run(tmp_path, ['lora', 'prefix'])
+    check_combination_run(m, out, ['lora', 'prefix'])
