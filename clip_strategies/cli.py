@@ -162,14 +162,14 @@ def run(cfg:Config, # a validated config (`load_config`)
     return m
 
 # %% ../nbs/41_cli.ipynb #b9e91171
-def protocol_run(strategy:str, # a registered strategy name
+def protocol_run(strategy:str|list, # a registered strategy name, or a list of them (a combination)
                  overrides:dict=None, # more config keys (e.g. the strategy's own OPTIM.LR)
                  config:str='mini', # a shipped config name or a YAML file
                  output_dir=None, # where the run writes (default: a new temporary folder)
                 )->dict: # what `train` returns: model, tokenizer, strategy, learner, splits, metrics
     "The notebooks' shared protocol: `train` on a shipped config with `strategy`, quietly."
     import tempfile
-    out = output_dir or Path(tempfile.mkdtemp())/strategy
+    out = output_dir or Path(tempfile.mkdtemp())/('+'.join(strategy) if isinstance(strategy, (list, tuple)) else str(strategy))
     cfg = load_config(resolve_config(config), {'TRAINER.NAME': strategy, 'OUTPUT_DIR': str(out), 'TRAIN.PRINT_FREQ': 0, **(overrides or {})})
     return train(cfg, progress=False, log=lambda *a: None)
 

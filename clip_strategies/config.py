@@ -19,7 +19,7 @@ from fastcore.docments import docments
 from .core import atomic_write, check_name, close_matches, PRECISIONS, UnknownNameError
 from .data import INTERPOLATIONS, check_transform_names
 from .optim import OPTIMIZERS, SCHEDULES, WARMUPS, OptFunc, LRScheduleCB
-from .strategy import get_strategy_class, get_strategy, registered_strategies, load_strategies, OptionError
+from .strategy import get_strategy_class, get_strategy, registered_strategies, load_strategies, OptionError, COMBINATION_RECIPES
 
 # %% ../nbs/40_config.ipynb #392d97dc
 @dataclass(frozen=True)
@@ -286,8 +286,9 @@ def _check_keys(flat:dict, fields:dict, source:str):
                                     f" Config keys start with {', '.join(sorted({k.split('.')[0] for k in fields}))}."))
 
 def _recipe(values:dict)->dict:
-    "The recipe of the first strategy that brings one, in running order (a part before its bases): recipes never mix."
-    return next((dict(c.recipe) for c in _run_classes(values) if c.recipe), {})
+    "The recipe of the first strategy that brings one, in running order (a part before its bases), or a combination's own."
+    first = next((dict(c.recipe) for c in _run_classes(values) if c.recipe), {})
+    return first | COMBINATION_RECIPES.get(tuple(c.name for c, _ in _run_parts(values)), {})
 
 def _check_read(cfg:Config, declared:dict):
     "Raise when a strategy key is set (to something else than its default) but the strategy that runs does not read it."

@@ -7,12 +7,12 @@ from __future__ import annotations
 import importlib, inspect, json, types, typing
 
 # %% auto #0
-__all__ = ['STRATEGY_MODULES', 'LEARNED_FORMAT', 'FITTED', 'StrategyError', 'OptionError', 'check_option', 'Options', 'Trains',
-           'Adds', 'Scores', 'Fits', 'Supports', 'Strategy', 'Selection', 'adamw_recipe', 'register_strategy',
-           'import_strategy_module', 'list_strategies', 'get_strategy_class', 'registered_strategies',
-           'load_strategies', 'get_strategy', 'ZeroShot', 'base_strategy', 'check_strategy', 'StrategyRecord',
-           'strategy_record', 'added_parameters', 'Addition', 'strategy_spec', 'save_learned', 'read_learned',
-           'load_learned', 'AskParts', 'Combined']
+__all__ = ['STRATEGY_MODULES', 'LEARNED_FORMAT', 'FITTED', 'COMBINATION_RECIPES', 'StrategyError', 'OptionError', 'check_option',
+           'Options', 'Trains', 'Adds', 'Scores', 'Fits', 'Supports', 'Strategy', 'Selection', 'adamw_recipe',
+           'register_strategy', 'import_strategy_module', 'list_strategies', 'get_strategy_class',
+           'registered_strategies', 'load_strategies', 'get_strategy', 'ZeroShot', 'base_strategy', 'check_strategy',
+           'StrategyRecord', 'strategy_record', 'added_parameters', 'Addition', 'strategy_spec', 'save_learned',
+           'read_learned', 'load_learned', 'combination_recipe', 'AskParts', 'Combined']
 
 # %% ../nbs/14_strategy.ipynb #7136875d
 import torch
@@ -453,6 +453,17 @@ def load_learned(model:nn.Module, # a fresh model of the backbone the file was t
     model.load_state_dict(tensors, strict=False)
     return strategy
 
+# %% ../nbs/14_strategy.ipynb #85863dbd
+COMBINATION_RECIPES = {  # parts in order -> recipe values of the combination's own, over its first part's recipe
+    ('lora', 'prefix'): {'OPTIM.LR': 3e-3},  # LoRA's AdamW at a rate the prefix MLP also trains at (1e-2 overruns it)
+}
+
+def combination_recipe(names:list, # the parts' registered names, in order
+                       recipes:list, # their recipes, in the same order
+                      )->dict:
+    "A combination's recipe: the first part's that sets a key, then the combination's own values (`COMBINATION_RECIPES`)."
+    return {k: v for r in reversed(recipes) for k, v in r.items()} | COMBINATION_RECIPES.get(tuple(names), {})
+
 # %% ../nbs/14_strategy.ipynb #5f76cd43
 def _claim(model:nn.Module)->dict:
     "`{name: bool mask or None}` of what trains in `model` now (None: the whole tensor)."
@@ -505,7 +516,7 @@ class Combined(AskParts, Strategy):
         self.trains = any(p.trains for p in self.parts)
         self.tasks = tuple(t for t in self.parts[0].tasks if all(t in p.tasks for p in self.parts))
         self.names_new_classes = all(p.names_new_classes for p in self.parts)
-        self.recipe = {k: v for p in reversed(self.parts) for k, v in p.recipe.items()}
+        self.recipe = combination_recipe([p.name for p in self.parts], [p.recipe for p in self.parts])
 
     def apply(self, model:nn.Module)->nn.Module:
         "Apply each part, record its claim in the model, refuse overlaps, then train exactly the union."

@@ -13,7 +13,7 @@ from clip_strategies.anatomy import trainable_names, adaptable, AdaptableAttenti
 from clip_strategies.cli import protocol_run, train_main
 from clip_strategies.core import save_safetensors, read_safetensors, count_params
 from clip_strategies.models import load_clip
-from clip_strategies.strategy import get_strategy, check_strategy, save_learned, load_learned, StrategyError, added_parameters
+from clip_strategies.strategy import strategy_record, get_strategy, check_strategy, save_learned, load_learned, StrategyError, added_parameters
 
 torch.set_num_threads(1)
 
@@ -94,7 +94,7 @@ def test_lora_with_clip_adapter_combines(mini, batch):
 def test_last_n_then_adapter_trains_both_claims(mini, batch):
     model, combo = copy.deepcopy(mini), get_strategy([{'name': 'last_n', 'n': 1}, 'adapter'])
     combo.apply(model)
-    last, ad = combo.claims
+    last, ad = strategy_record(model).claims[combo.name]  # the claims live in the model
     assert ad.keys() == set(combo.parts[1].learned_names(model))
     assert 'visual.transformer.resblocks.2.attn.in_proj_weight' in last and not any('ls_1.down' in n for n in last)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -347,9 +347,13 @@ def test_lora_then_prefix_at_prefix_tunings_rate_beats_zero_shot(tmp_path):
     m, out = combination_run(tmp_path, ['lora', 'prefix'], **{'OPTIM.LR': 1e-3})
     check_combination_run(m, out, ['lora', 'prefix'])
 
-@pytest.mark.xfail(strict=True, reason="[lora, prefix] takes LoRA's recipe, AdamW at 1e-2: ten times the rate at which prefix "
-                   "tuning's MLP is stable (prefix alone at 1e-2: 12.5%); the run collapses to 11.8%. Needs per-part rates "
-                   "in a combination (Combined, nbs/14_strategy.ipynb)")
 def test_lora_then_prefix_from_a_bare_config_beats_zero_shot(tmp_path):
+    "[lora, prefix] has a recipe of its own (`strategy.COMBINATION_RECIPES`): LoRA's, at 3e-3 (LoRA's 1e-2 overruns the prefix MLP)."
     m, out = combination_run(tmp_path, ['lora', 'prefix'])
+    assert m['spec'] and load_config_lr(out) == 3e-3
     check_combination_run(m, out, ['lora', 'prefix'])
+
+def load_config_lr(out)->float:
+    "The learning rate the run's written config.yaml holds."
+    from clip_strategies.config import load_config
+    return load_config(out/'config.yaml', {'OUTPUT_DIR': str(out/'again')})['OPTIM.LR']
