@@ -7,17 +7,19 @@ from __future__ import annotations
 import math
 
 # %% auto #0
-__all__ = ['zeroshot_head', 'fit_logreg', 'val_score', 'search_C', 'train_head', 'gda_head', 'blend_search', 'HeadOnFeatures',
-           'LinearProbe', 'ZSLinear', 'GDA', 'linear_head', 'ProbeHeadClassification', 'ProbeFirstCB', 'LPFT']
+__all__ = ['zeroshot_head', 'fit_logreg', 'val_score', 'search_C', 'linear_head', 'train_head', 'gda_head', 'blend_search',
+           'HeadOnFeatures', 'LinearProbe', 'ZSLinear', 'GDA', 'ProbeHeadClassification', 'ProbeFirstCB', 'LPFT']
 
 # %% ../nbs/51_linear_probe.ipynb #80c035e2
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 from fastcore.basics import patch
 from .anatomy import freeze, unfreeze
 from .callback import Callback
-from .objectives import ClipObjective
+from .optim import OptFunc, LRScheduleCB
+from .objectives import ClipObjective, HeadClassification
 from .data import dataset_attr, has_classes
 from .zeroshot import split_features, class_text_features, classification_metrics, model_logit_scale
 from .strategy import Strategy, OptionError, register_strategy, adamw_recipe
@@ -83,28 +85,32 @@ def search_C(xtr:torch.Tensor, ytr:torch.Tensor, # training features and labels
     return best[1], best[2], best[3], tried
 
 # %% ../nbs/51_linear_probe.ipynb #1dc79d5e
+def linear_head(weight:torch.Tensor, bias:torch.Tensor, # [C, D] and [C]
+               )->nn.Linear:
+    "An `nn.Linear` holding a fitted head."
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad(): head.weight.copy_(weight); head.bias.copy_(bias)
+    return head
+
 def train_head(W0:torch.Tensor, b0:torch.Tensor, # the initial head (e.g. `zeroshot_head`)
                x:torch.Tensor, y:torch.Tensor, # training features and labels
                steps:int=200, # full-batch AdamW steps
                lr:float=0.1, # AdamW learning rate
-               weight_decay:float=0.0, # AdamW decoupled weight decay
+               weight_decay:float=0.0, # AdamW decoupled weight decay (of the weight; the bias never decays)
                xval:torch.Tensor=None, yval:torch.Tensor=None, # validation features and labels: keep the best step
                eval_every:int=10, # steps between validation checks
+               run=None, # builds the Learner (`callbacks.RunContext`); None: a default one, without checkpoints
+               part:str='zs_linear', # the Learner's checkpoint folder within the run's
               )->tuple: # (weight, bias, chosen step)
-    "Train a linear head with AdamW from `(W0, b0)`; with validation data, return the best checkpoint on it."
-    W, b = nn.Parameter(W0.detach().clone().float()), nn.Parameter(b0.detach().clone().float())
-    opt = torch.optim.AdamW([W, b], lr=lr, weight_decay=weight_decay)
-    score = lambda: val_score(xval @ W.T + b, yval) if xval is not None else (0,)
-    with torch.no_grad(): best = (score(), 0, W.detach().clone(), b.detach().clone())
-    for step in range(1, steps + 1):
-        with torch.enable_grad():
-            loss = F.cross_entropy(x @ W.T + b, y)
-            opt.zero_grad(); loss.backward(); opt.step()
-        if xval is None and step == steps: best = ((0,), step, W.detach().clone(), b.detach().clone())
-        elif xval is not None and (step % eval_every == 0 or step == steps):
-            with torch.no_grad():
-                if (s := score()) > best[0]: best = (s, step, W.detach().clone(), b.detach().clone())
-    return best[2], best[3], best[1]
+    "Train a linear head from `(W0, b0)` through a Learner (full-batch AdamW); with validation data, keep its best step."
+    from clip_strategies.callbacks import RunContext, BestEpochCB  # training machinery: loaded when a head trains, not with the module
+    from clip_strategies.learner import DataLoaders
+    head = linear_head(W0.detach().float(), b0.detach().float())
+    best = None if xval is None else BestEpochCB(lambda learn: val_score(learn.model(xval.to(learn.device)), yval.to(learn.device)), eval_every)
+    batch = DataLoader([(x, y)], batch_size=None, generator=torch.Generator())  # the whole training set: one step an epoch
+    (run or RunContext()).learner(head, DataLoaders(batch), HeadClassification(), lr, steps, OptFunc('adamw', weight_decay),
+                                  cbs=[best] if best else [], part=part, schedule=LRScheduleCB('constant')).fit()
+    return head.weight.detach().cpu(), head.bias.detach().cpu(), steps if best is None else best.best_epoch + 1
 
 # %% ../nbs/51_linear_probe.ipynb #a741a384
 def gda_head(x:torch.Tensor, y:torch.Tensor, # training features and labels
@@ -149,8 +155,8 @@ class HeadOnFeatures(Strategy):
         "Freeze every parameter of `model` (the head lives outside it)."
         return freeze(model)
 
-    def fit_head(self, model, tokenizer, train:tuple, val:tuple, dataset)->dict:
-        "`dict(weight, bias, ...)` from `(features, labels)` of train and val; `dataset` gives class names and templates."
+    def fit_head(self, model, tokenizer, train:tuple, val:tuple, dataset, run=None)->dict:
+        "`dict(weight, bias, ...)` from `(features, labels)` of train and val; `dataset` gives class names and templates; `run` builds a Learner."
         raise NotImplementedError(f'{type(self).__name__} must implement fit_head')
 
     def fit(self, model:nn.Module, tokenizer, # the frozen model and its tokenizer
@@ -163,7 +169,7 @@ class HeadOnFeatures(Strategy):
         if splits.get('val') is None: raise ValueError(f"{self.name} chooses its hyper-parameter on a validation split; splits has none")
         tr, va = (split_features(model, splits[k], batch_size) for k in ('train', 'val'))
         names = list(dataset_attr(splits['train'], 'classnames'))
-        self.head = dict(self.fit_head(model, tokenizer, tr, va, splits['train']), classnames=names)
+        self.head = dict(self.fit_head(model, tokenizer, tr, va, splits['train'], run), classnames=names)
         return self.head
 
 # %% ../nbs/51_linear_probe.ipynb #6251dbe8
@@ -197,7 +203,7 @@ class LinearProbe(HeadOnFeatures):
                 ):
         self.store_options(steps=steps, max_iter=max_iter)
         if steps < 0: raise OptionError(self.name, 'steps', steps, 'an integer >= 0')
-    def fit_head(self, model, tokenizer, train, val, dataset):
+    def fit_head(self, model, tokenizer, train, val, dataset, run=None):
         k = len(dataset_attr(dataset, 'classnames'))
         C, W, b, tried = search_C(*train, *val, steps=self.steps, n_classes=k, max_iter=self.max_iter)
         return dict(weight=W, bias=b, C=C, tried=len(tried))
@@ -205,18 +211,18 @@ class LinearProbe(HeadOnFeatures):
 # %% ../nbs/51_linear_probe.ipynb #669b2235
 @register_strategy('zs_linear')
 class ZSLinear(HeadOnFeatures):
-    "ZS-LP: a linear head initialised from the zero-shot text weights, trained with AdamW on cached features."
+    "ZS-LP: a linear head initialised from the zero-shot text weights, trained with AdamW on cached features (through a Learner)."
     def __init__(self, steps:int=200, # full-batch AdamW steps (0: exactly zero-shot)
                  lr:float=0.1, # AdamW learning rate of the head
-                 weight_decay:float=0.0, # AdamW weight decay (pulls towards 0, not towards zero-shot)
+                 weight_decay:float=0.0, # AdamW weight decay of the weight (pulls towards 0, not towards zero-shot)
                  eval_every:int=10, # validation check every this many steps; the best step is kept
                 ):
         self.store_options(steps=steps, lr=lr, weight_decay=weight_decay, eval_every=eval_every)
         if steps < 0: raise OptionError(self.name, 'steps', steps, 'an integer >= 0')
         if eval_every < 1: raise OptionError(self.name, 'eval_every', eval_every, 'an integer >= 1')
-    def fit_head(self, model, tokenizer, train, val, dataset):
+    def fit_head(self, model, tokenizer, train, val, dataset, run=None):
         W0, b0 = zeroshot_head(model, tokenizer, dataset)
-        W, b, step = train_head(W0, b0, *train, self.steps, self.lr, self.weight_decay, *val, self.eval_every)
+        W, b, step = train_head(W0, b0, *train, self.steps, self.lr, self.weight_decay, *val, self.eval_every, run, self.name)
         return dict(weight=W, bias=b, step=step)
 
 # %% ../nbs/51_linear_probe.ipynb #7dd75dff
@@ -227,20 +233,13 @@ class GDA(HeadOnFeatures):
                 ):
         self.store_options(shrinkage=shrinkage)
         if shrinkage is not None and shrinkage < 0: raise OptionError(self.name, 'shrinkage', shrinkage, 'a number >= 0, or None')
-    def fit_head(self, model, tokenizer, train, val, dataset):
+    def fit_head(self, model, tokenizer, train, val, dataset, run=None):
         W0, b0 = zeroshot_head(model, tokenizer, dataset)
         Wg, bg = gda_head(*train, len(W0), self.shrinkage)
         alpha, W, b = blend_search(W0, b0, Wg, bg, *val)
         return dict(weight=W, bias=b, alpha=alpha)
 
 # %% ../nbs/51_linear_probe.ipynb #11651dbb
-def linear_head(weight:torch.Tensor, bias:torch.Tensor, # [C, D] and [C]
-               )->nn.Linear:
-    "An `nn.Linear` holding a fitted head."
-    head = nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad(): head.weight.copy_(weight); head.bias.copy_(bias)
-    return head
-
 class ProbeHeadClassification(ClipObjective):
     "Cross-entropy on `model.probe_head` of the normalised image features: LP-FT's second stage."
     def predict(self, learn):

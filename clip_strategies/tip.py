@@ -9,19 +9,23 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 from .core import save_safetensors, read_safetensors
 from .anatomy import freeze
+from .callback import Callback
+from .optim import OptFunc, LRScheduleCB
 from .data import dataset_attr, has_classes
 from .zeroshot import evaluating, encode_images, image_features, split_features, class_text_features, classification_metrics
+from .objectives import HeadClassification
 from .strategy import Strategy, StrategyError, OptionError, register_strategy
 from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'MERGE_CHECKED', 'TIP_CONFIG_KEYS', 'SEARCH_SCALES', 'TipAdapter', 'augment_images', 'build_cache',
            'search_grid', 'alpha_bounds', 'search', 'cache_meta', 'save_cache', 'load_cache', 'slot_cache',
-           'slot_adapter', 'read_merged', 'merge_cache', 'select_classes', 'val_accuracy', 'finetune_keys',
-           'model_fingerprint', 'search_scale_for', 'Tip', 'TipF']
+           'slot_adapter', 'read_merged', 'merge_cache', 'select_classes', 'KeyBatches', 'AugmentedPasses',
+           'SetEpochCB', 'key_loader', 'val_accuracy', 'finetune_keys', 'model_fingerprint', 'search_scale_for', 'Tip',
+           'TipF']
 
 # %% ../nbs/50_tip.ipynb #f32bbf91
 class TipAdapter(nn.Module):
@@ -241,6 +245,34 @@ def select_classes(keys:torch.Tensor, labels:torch.Tensor, # a (merged) cache
     to_run = torch.tensor([classnames.index(c) if c in classnames else -1 for c in names])[labels.long()]
     return keys[to_run >= 0], to_run[to_run >= 0]
 
+# %% ../nbs/50_tip.ipynb #2c246d99
+class KeyBatches(Sampler):
+    "Batches of key indices: one `torch.randperm` per epoch from its own seeded generator, split into `batch_size`."
+    def __init__(self, n:int, # keys
+                 batch_size:int, # keys per batch
+                 seed:int=0, # seeds `generator` (which a checkpoint keeps)
+                ): self.n, self.batch_size, self.generator = n, batch_size, torch.Generator().manual_seed(seed)
+    def __len__(self)->int: return math.ceil(self.n / self.batch_size)
+    def __iter__(self): yield from torch.randperm(self.n, generator=self.generator).split(self.batch_size)
+
+class AugmentedPasses(Dataset):
+    "Tip-F's training features: in epoch e, augmented pass `e mod P`; indexed by a whole batch of key indices at once."
+    def __init__(self, passes:torch.Tensor, # `[P, M, D]` normalised features, one augmented pass each
+                 labels:torch.Tensor, # `[M]` their classes
+                ): self.passes, self.labels, self.epoch = passes, labels, 0
+    def set_epoch(self, epoch:int): self.epoch = epoch
+    def __len__(self)->int: return self.passes.shape[1]
+    def __getitem__(self, idx:torch.Tensor)->tuple: return self.passes[self.epoch % len(self.passes)][idx], self.labels[idx]
+
+class SetEpochCB(Callback):
+    "Before each epoch, tell the training data which epoch it is (`set_epoch`): a resumed run reads its epoch's pass."
+    def __init__(self, data): self.data = data
+    def before_epoch(self, learn): self.data.set_epoch(learn.epoch)
+
+def key_loader(data:AugmentedPasses, batch_size:int=256, seed:int=0)->DataLoader:
+    "Tip-F's training loader: `KeyBatches` of `data` (the workers' base seed drawn from a generator of its own)."
+    return DataLoader(data, sampler=KeyBatches(len(data), batch_size, seed), batch_size=None, generator=torch.Generator())
+
 # %% ../nbs/50_tip.ipynb #9b459835
 def val_accuracy(adapter:nn.Module, feats:torch.Tensor, labels:torch.Tensor)->float:
     "Top-1 accuracy (percent) of `adapter` on features."
@@ -252,24 +284,21 @@ def finetune_keys(adapter:TipAdapter, # the adapter whose keys train (changed in
                   val_feats:torch.Tensor, val_labels:torch.Tensor, # the validation features that pick the epoch
                   epochs:int=20, lr:float=1e-3, batch_size:int=256, # the released recipe
                   seed:int=0, # seed of the batch order
+                  run=None, # builds the Learner (`callbacks.RunContext`); None: a default one, without checkpoints
                  )->list: # validation accuracy after each epoch
-    "Tip-Adapter-F: train the cache keys with cross-entropy (AdamW, cosine); keep the best validation epoch's keys."
+    "Tip-Adapter-F through a Learner: train the cache keys with cross-entropy (AdamW, cosine); keep the best validation epoch's keys."
+    from clip_strategies.callbacks import RunContext, BestEpochCB  # training machinery: loaded when keys train, not with the module
+    from clip_strategies.learner import DataLoaders
+    data, home = AugmentedPasses(passes, labels), adapter.cache_keys.device
+    valid = DataLoader([(val_feats, val_labels)], batch_size=None, generator=torch.Generator())  # one batch
+    best = BestEpochCB(lambda learn: val_accuracy(learn.model, val_feats.to(learn.device), val_labels.to(learn.device)))
     adapter.cache_keys.requires_grad_(True)
-    opt = torch.optim.AdamW([adapter.cache_keys], lr=lr, eps=1e-4)
-    steps = epochs * math.ceil(passes.shape[1] / batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
-    gen, hist = torch.Generator().manual_seed(seed), []
-    best = (val_accuracy(adapter, val_feats, val_labels), adapter.cache_keys.detach().clone())
-    for e in range(epochs):
-        x = passes[e % len(passes)]
-        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
-            loss = F.cross_entropy(adapter(x[idx]), labels[idx])
-            opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-        hist.append(val_accuracy(adapter, val_feats, val_labels))
-        if hist[-1] > best[0]: best = (hist[-1], adapter.cache_keys.detach().clone())
-    adapter.cache_keys.requires_grad_(False)
-    with torch.no_grad(): adapter.cache_keys.copy_(best[1])
-    return hist
+    try:
+        learn = (run or RunContext()).learner(adapter, DataLoaders(key_loader(data, batch_size, seed), valid), HeadClassification(),
+                                              lr, epochs, OptFunc('adamw', weight_decay=0.01, eps=1e-4), cbs=[SetEpochCB(data), best],
+                                              part='tip_f', schedule=LRScheduleCB('cosine')).fit()
+    finally: adapter.cache_keys.requires_grad_(False); adapter.to(home)
+    return [r['valid_top1'] for r in learn.history if 'valid_top1' in r]
 
 # %% ../nbs/50_tip.ipynb #f1ca312c
 def model_fingerprint(model:nn.Module)->str:
@@ -424,8 +453,8 @@ class TipF(Tip):
         if epochs < 1: raise OptionError(self.name, 'epochs', epochs, 'a positive integer')
 
     def _finetune(self, passes, labels, vf, vl, run=None):
-        "Fine-tune the keys on the augmented passes, the epoch chosen on validation."
+        "Fine-tune the keys on the augmented passes through the run's Learner (checkpoints in `tip_f`), the epoch chosen on validation."
         if passes is None: raise StrategyError(f"Strategy {self.name!r} trains on the augmented passes; a cache read from a file "
                                                f"does not keep them: leave `cache` unset for tip_f")
         if vf is None: raise StrategyError(f"Strategy {self.name!r} chooses its epoch on a validation split, and there is none")
-        self.history = finetune_keys(self.adapter, passes, labels, vf, vl, self.epochs, self.lr, self.batch_size)
+        self.history = finetune_keys(self.adapter, passes, labels, vf, vl, self.epochs, self.lr, self.batch_size, run=run)

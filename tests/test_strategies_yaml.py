@@ -30,18 +30,23 @@ def fits_something(s)->bool:
 def test_the_options_name_only_registered_strategies():
     assert set(OPTIONS) <= set(list_strategies()), set(OPTIONS) - set(list_strategies())
 
-@pytest.mark.parametrize('name', list_strategies())
+HEAD_AT_FIT = {'lp_ft': 8 * 64 + 8}  # parameters a strategy adds to the model when the fit starts (LP-FT's head, mini lab)
+COUNTED_AFTER_APPLY = ("cli.train counts trainable_params right after strategy.apply, before LP-FT's ProbeFirstCB adds the head "
+                       "at the start of the fit, so the head's 520 parameters are left out (a change to 41_cli)")
+
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=COUNTED_AFTER_APPLY)) if n in HEAD_AT_FIT
+                                  else n for n in list_strategies()])
 def test_strategy_runs_from_yaml(tmp_path, name):
     over = {**QUICK, 'TRAINER.NAME': name, 'OUTPUT_DIR': str(tmp_path/name), **OPTIONS.get(name, {})}
     cfg = load_config(None, over)
     m = run(cfg, progress=False, log=lambda *_: None)
     assert m['strategy'] == name and 0 <= m['accuracy'] <= 100
     model, _, _ = load_clip('mini', device='cpu')
-    expected = count_params(cfg.build_strategy().apply(model))[0]
-    assert m['trainable_params'] == expected
+    expected = count_params(cfg.build_strategy().apply(model))[0] + HEAD_AT_FIT.get(name, 0)  # what trains, a head included
     assert (tmp_path/name/'model.safetensors').is_file()
     fits_outside = fits_something(cfg.build_strategy())  # a cache or a head: kept in the same file
     assert (tmp_path/name/'learned.safetensors').is_file() == (bool(added_parameters(model)) or fits_outside)
+    assert m['trainable_params'] == expected
 
 def test_abs_switch_on_full_from_yaml(train_yaml):
     _, m = train_yaml("TRAINER:\n  NAME: full\nMODEL:\n  ABS: true\n  ABS_KEEP: 1\n  ABS_GROUP_NAME: [q_proj, k_proj, v_proj]\n"

@@ -1,6 +1,8 @@
 "Tip-Adapter from YAML through the command line: a run writes its metrics; retrieval and bad options are refused."
 import json
 import pytest
+import torch
+from clip_strategies.callback import Callback
 from clip_strategies.cli import train_main
 
 QUICK = ['--no-progress', 'DATASET.NUM_SHOTS', '4']
@@ -58,3 +60,38 @@ def test_cli_new_dataset_merges(tmp_path, capsys):
     assert train_main([*common, 'DATASET.NAME', 'mini_shapes', 'TRAINER.TIP.NEW_DATASET', 'true', 'OUTPUT_DIR', str(tmp_path/'c')]) == 0
     t, meta = read_safetensors(cache)
     assert meta['datasets'] == '2' and len(t['keys']) == 2 * 4 * 8
+
+class _CutAfter(Callback):
+    "A callback that interrupts a Learner after epoch `at`, once that epoch's checkpoint is written (as a kill would)."
+    order = 200
+    def __init__(self, at): self.at = at
+    def after_epoch(self, learn):
+        if learn.epoch == self.at: raise KeyboardInterrupt
+
+def test_tip_f_interrupted_during_key_fine_tuning_resumes_exactly(tmp_path, monkeypatch):
+    "Cut after epoch 1 of 8 of the key fine-tuning, then `--resume`: every loss, alpha/beta, the keys and the accuracy equal an uninterrupted run's."
+    from clip_strategies.callbacks import RunContext
+    from clip_strategies.checkpoint import read_checkpoint
+    from clip_strategies.strategy import read_learned
+    args = ['--config', 'mini', '--no-progress', 'TRAINER.NAME', 'tip_f', 'DATASET.NUM_SHOTS', '4', 'DATASET.ALSO_TEST', '[]',
+            'TRAINER.TIP_F.AUGMENT_EPOCH', '3', 'TRAINER.TIP_F.EPOCHS', '8', 'TRAINER.TIP_F.LR', '0.03', 'TRAINER.TIP_F.BATCH_SIZE', '8']
+    whole, cut = tmp_path/'whole', tmp_path/'cut'
+    assert train_main([*args, 'OUTPUT_DIR', str(whole)]) == 0
+    learner = RunContext.learner
+    def cut_key_learner(self, model, dls, objective, lr, epochs, opt_func=None, cbs=(), part='', **k):
+        return learner(self, model, dls, objective, lr, epochs, opt_func, [*cbs, *([_CutAfter(1)] if part == 'tip_f' else [])], part, **k)
+    monkeypatch.setattr(RunContext, 'learner', cut_key_learner)
+    with pytest.raises(KeyboardInterrupt): train_main([*args, 'OUTPUT_DIR', str(cut)])
+    monkeypatch.undo()
+    assert not (cut/'metrics.json').exists() and read_checkpoint(cut/'checkpoints'/'tip_f')['meta']['epoch'] == 1
+    assert train_main([*args, 'OUTPUT_DIR', str(cut)]) == 2  # without --resume the folder is refused
+    assert train_main(['--resume', *args, 'OUTPUT_DIR', str(cut)]) == 0
+    m_whole, m_cut = (json.loads((d/'metrics.json').read_text()) for d in (whole, cut))
+    assert m_cut['accuracy'] == m_whole['accuracy'] and m_cut['nll'] == m_whole['nll']
+    (_, _, f_whole), (_, _, f_cut) = (read_learned(d/'learned.safetensors', 'mini') for d in (whole, cut))
+    assert (f_cut['alpha'], f_cut['beta'], f_cut['found']) == (f_whole['alpha'], f_whole['beta'], f_whole['found'])
+    assert torch.equal(f_cut['cache_keys'], f_whole['cache_keys'])
+    ck_whole, ck_cut = (read_checkpoint(d/'checkpoints'/'tip_f')['info']['cbs'] for d in (whole, cut))
+    losses = lambda ck: [(r['epoch'], r.get('loss'), r.get('train_loss'), r.get('valid_loss')) for r in ck['recorder']['history']]
+    assert losses(ck_cut) == losses(ck_whole) and len(losses(ck_whole)) == 8 * 4 + 8  # 4 batches of 8 keys an epoch, and the epoch lines
+    assert ck_whole['best_epoch']['best_epoch'] > 1  # the keys kept were trained after the cut: the resumed epochs decide them
