@@ -315,17 +315,22 @@ class RunContext:
     strategy:str='custom' # idem
     device:str|None=None # None: CUDA if available, else CPU
 
-    def checkpoints(self, part:str='')->list:
-        "The checkpoint callback of Learner `part` ('' : the run's main one), or none without `ckpt_dir`."
+    def checkpoints(self, part:str='', # '' : the run's main Learner, else its sub-folder
+                    every:int=1, # epochs between checkpoints
+                   )->list:
+        "The checkpoint callback of Learner `part`, or none without `ckpt_dir`."
         if self.ckpt_dir is None: return []
         path = Path(self.ckpt_dir)/part if part else Path(self.ckpt_dir)
-        return [CheckpointCB(path, resume=self.resume and latest_checkpoint(path) is not None, model_name=self.model_name, strategy=self.strategy)]
+        return [CheckpointCB(path, resume=self.resume and latest_checkpoint(path) is not None, model_name=self.model_name,
+                             strategy=self.strategy, every=every)]
 
     def learner(self, model, dls, objective, lr:float, epochs:int, # as `Learner` takes them
                 opt_func=None, cbs:list=(), # the optimiser factory, more callbacks
                 part:str='', # '' for the run's main Learner, else a name (its checkpoints' sub-folder)
                 grad_accum:int=1, max_grad_norm:float|None=None, schedule=None, # as `standard_cbs` takes them
+                checkpoint_every:int=1, # epochs between checkpoints (a head's many one-step epochs)
                )->Learner:
-        "A Learner with the run's standard callbacks and checkpoints."
-        std = standard_cbs(self.precision, grad_accum, max_grad_norm, schedule, self.progress, 0 if self.progress else self.print_every, self.device)
-        return Learner(model, dls, objective, lr, epochs, opt_func, std + self.checkpoints(part) + list(cbs))
+        "A Learner with the run's standard callbacks and checkpoints (progress shown for the main one: a head's epochs are short)."
+        bar, lines = (self.progress, 0 if self.progress else self.print_every) if not part else (False, 0)
+        std = standard_cbs(self.precision, grad_accum, max_grad_norm, schedule, bar, lines, self.device)
+        return Learner(model, dls, objective, lr, epochs, opt_func, std + self.checkpoints(part, checkpoint_every) + list(cbs))

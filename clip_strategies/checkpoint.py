@@ -8,9 +8,9 @@ import json, random, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'CheckpointError', 'latest_checkpoint', 'local_rng_state', 'rng_states', 'restore_rng',
-           'optimizer_state', 'optimizer_state_dict', 'save_checkpoint', 'read_checkpoint', 'check_checkpoint',
-           'check_groups', 'CheckpointCB']
+__all__ = ['CKPT_FORMAT', 'CheckpointError', 'latest_checkpoint', 'has_checkpoint', 'local_rng_state', 'rng_states',
+           'restore_rng', 'optimizer_state', 'optimizer_state_dict', 'save_checkpoint', 'read_checkpoint',
+           'check_checkpoint', 'check_groups', 'CheckpointCB']
 
 # %% ../nbs/11_checkpoint.ipynb #26d92cf9
 import numpy as np
@@ -30,6 +30,11 @@ def latest_checkpoint(path, # a checkpoint directory (or None)
     if path is None: return None
     p = Path(path)/'last.json'
     return p if p.is_file() else None
+
+def has_checkpoint(folder, # a run's checkpoint folder
+                  )->bool:
+    "Whether `folder` or a sub-folder holds a checkpoint (a run's main Learner writes in it, a head's in a sub-folder)."
+    return Path(folder).is_dir() and any(Path(folder).rglob('last.json'))
 
 # %% ../nbs/11_checkpoint.ipynb #33f15b16
 def _rank_world()->tuple:
@@ -189,14 +194,17 @@ def check_groups(learn, ck:dict):
 
 # %% ../nbs/11_checkpoint.ipynb #878a85b8
 class CheckpointCB(Callback):
-    "Save a checkpoint after every epoch; with `resume`, continue from the last one in `path` exactly."
+    "Save a checkpoint after every epoch (or every `every`, and the last); with `resume`, continue from the last one exactly."
     run_after, run_first, run_last = ('trainer',), True, ('after_epoch',)  # restore every state before anyone reads it; save after all else
     def __init__(self, path, # the checkpoint directory
                  keep:int=1, # epoch checkpoints to keep
                  resume:bool=False, # continue from the last checkpoint in `path`
                  model_name:str=None, # recorded, and checked on resume (default: the model's class name)
                  strategy:str='custom', # recorded, and checked on resume
-                ): self.path, self.keep, self.resume, self.model_name, self.strategy, self._ck = Path(path), keep, resume, model_name, strategy, None
+                 every:int=1, # epochs between checkpoints (the last epoch always writes one): for many short epochs
+                ):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1: raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        self.path, self.keep, self.resume, self.model_name, self.strategy, self.every, self._ck = Path(path), keep, resume, model_name, strategy, every, None
     def tags(self, learn)->dict: return dict(model_name=self.model_name or type(learn.model).__name__, strategy=self.strategy)
 
     def before_fit(self, learn):
@@ -230,6 +238,7 @@ def before_epoch(self:CheckpointCB, learn):
 
 @patch
 def after_epoch(self:CheckpointCB, learn):
+    if (learn.epoch + 1) % self.every and learn.epoch + 1 != learn.epochs: return
     save_checkpoint(learn, self.path, self.keep, self.tags(learn))
     acc = getattr(learn, 'accelerator', None)
     if acc is not None: acc.wait_for_everyone()

@@ -23,7 +23,7 @@ from .objectives import default_objective
 from .learner import Learner, dataloaders
 from .callback import processes
 from .callbacks import NonFiniteLossError, RunContext
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, has_checkpoint
 from .feature_cache import FeatureCacheCB
 from .config import load_config, config_path, Config
 from .strategy import save_learned, strategy_spec
@@ -81,7 +81,7 @@ def unseen_class_words(tokenizer, dataset)->str|None:
 # %% ../nbs/41_cli.ipynb #5c514577
 def check_output_dir(out:Path, resume:bool)->None:
     "Refuse to start over an earlier run's outputs, or to resume where there is nothing to resume."
-    has_ckpt = any((out/'checkpoints').rglob('last.json')) if (out/'checkpoints').is_dir() else False
+    has_ckpt = has_checkpoint(out/'checkpoints')
     if resume and not has_ckpt:
         raise FileNotFoundError(f"--resume: no checkpoint in {str(out/'checkpoints')!r} to continue from")
     if not resume and ((out/'metrics.json').exists() or has_ckpt):
@@ -127,7 +127,7 @@ def train(cfg:Config, # a validated config (`load_config`)
     strategy.apply(model)
     trainable, total = count_params(model)
     learn, t0 = None, time.time()
-    if strategy.trains: learn = make_learner(cfg, model, tokenizer, strategy, splits, run); learn.fit()
+    if strategy.trains: learn = make_learner(cfg, model, tokenizer, strategy, splits, run); learn.fit(); trainable = learn.trainable_params
     strategy.fit(model, tokenizer, {k: v for k, v in splits.items() if k != 'test'}, bs, run)  # on the trained model; never the test split
     after = evaluate(model, tokenizer, splits['test'], task, bs, strategy)
     also = {n: dict(before=also_before[n], after=evaluate(model, tokenizer, ds, task_of(ds), bs, strategy)

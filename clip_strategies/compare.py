@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .core import atomic_write, close_matches
 from .data import get_dataset, few_shot_indices
 from .strategy import list_strategies, get_strategy, StrategyError
-from .checkpoint import latest_checkpoint
+from .checkpoint import has_checkpoint
 from .config import load_config, parse_overrides
 from .evaluate import task_of
 from .cli import run, resolve_config, USER_ERRORS, RUN_ERRORS
@@ -135,7 +135,7 @@ def run_one(d:Path)->dict:
     "Run the request stored in `d` (resuming from its checkpoint), then record its resources."
     req, t0 = json.loads((Path(d)/'request.json').read_text()), time.time()
     cfg = load_config(req['config'], req['overrides'])
-    run(cfg, resume=latest_checkpoint(Path(d)/'checkpoints') is not None, progress=False, log=lambda *a: None)
+    run(cfg, resume=has_checkpoint(Path(d)/'checkpoints'), progress=False, log=lambda *a: None)
     res = dict(peak_memory(), wall_seconds=round(time.time() - t0, 2))
     atomic_write(Path(d)/'resources.json', json.dumps(res))
     return res

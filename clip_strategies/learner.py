@@ -15,6 +15,7 @@ __all__ = ['DataLoaders', 'dataloaders', 'data_generators', 'to_device', 'TrainC
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from .core import count_params
 from .callback import Callback, event_table, CANCELS
 from .optim import OptFunc
 from fastcore.basics import patch
@@ -149,6 +150,7 @@ def _do_epoch(learn:Learner):
 
 def _do_fit(learn:Learner):
     learn.create_opt()
+    learn.trainable_params = count_params(learn.model)[0]  # what trains as the fit starts: what `before_fit` added too
     for learn.epoch in range(learn.start_epoch, learn.epochs): _with_events(learn, 'epoch', partial(_do_epoch, learn))
 
 @patch

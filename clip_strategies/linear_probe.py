@@ -109,7 +109,7 @@ def train_head(W0:torch.Tensor, b0:torch.Tensor, # the initial head (e.g. `zeros
     best = None if xval is None else BestEpochCB(lambda learn: val_score(learn.model(xval.to(learn.device)), yval.to(learn.device)), eval_every)
     batch = DataLoader([(x, y)], batch_size=None, generator=torch.Generator())  # the whole training set: one step an epoch
     (run or RunContext()).learner(head, DataLoaders(batch), HeadClassification(), lr, steps, OptFunc('adamw', weight_decay),
-                                  cbs=[best] if best else [], part=part, schedule=LRScheduleCB('constant')).fit()
+                                  cbs=[best] if best else [], part=part, schedule=LRScheduleCB('constant'), checkpoint_every=eval_every).fit()
     return head.weight.detach().cpu(), head.bias.detach().cpu(), steps if best is None else best.best_epoch + 1
 
 # %% ../nbs/51_linear_probe.ipynb #a741a384
@@ -253,7 +253,7 @@ class ProbeHeadClassification(ClipObjective):
 # %% ../nbs/51_linear_probe.ipynb #e34475ab
 class ProbeFirstCB(Callback):
     "LP-FT's first stage: fit the linear probe on frozen features and put it in the model, before the rest of the fit."
-    order = -110  # before the accelerator wraps the model and before a checkpoint loads the weights
+    run_before = ('trainer', 'checkpoint')  # before the accelerator wraps the model and before a checkpoint loads the weights
     def __init__(self, strategy:Strategy): self.strategy = strategy
 
     def before_fit(self, learn):

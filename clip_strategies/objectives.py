@@ -190,7 +190,7 @@ def _no_sync(learn, last:bool):
 class HeadClassification(Callback):
     "Cross-entropy of `learn.model` (a head) on batches of image features; classification metrics on validation."
     kind = 'objective'
-    def predict(self, learn): learn.preds = learn.model(learn.xb)
+    def predict(self, learn): learn.preds = learn.fwd_model(learn.xb)
     def get_loss(self, learn): learn.loss = F.cross_entropy(learn.preds, learn.yb)
     def targets(self, learn)->torch.Tensor: return learn.yb
     def metrics(self, preds, targets)->dict: return classification_metrics(preds, targets)

@@ -31,11 +31,8 @@ def test_the_options_name_only_registered_strategies():
     assert set(OPTIONS) <= set(list_strategies()), set(OPTIONS) - set(list_strategies())
 
 HEAD_AT_FIT = {'lp_ft': 8 * 64 + 8}  # parameters a strategy adds to the model when the fit starts (LP-FT's head, mini lab)
-COUNTED_AFTER_APPLY = ("cli.train counts trainable_params right after strategy.apply, before LP-FT's ProbeFirstCB adds the head "
-                       "at the start of the fit, so the head's 520 parameters are left out (a change to 41_cli)")
 
-@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=COUNTED_AFTER_APPLY)) if n in HEAD_AT_FIT
-                                  else n for n in list_strategies()])
+@pytest.mark.parametrize('name', list_strategies())
 def test_strategy_runs_from_yaml(tmp_path, name):
     over = {**QUICK, 'TRAINER.NAME': name, 'OUTPUT_DIR': str(tmp_path/name), **OPTIONS.get(name, {})}
     cfg = load_config(None, over)

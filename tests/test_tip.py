@@ -63,7 +63,7 @@ def test_cli_new_dataset_merges(tmp_path, capsys):
 
 class _CutAfter(Callback):
     "A callback that interrupts a Learner after epoch `at`, once that epoch's checkpoint is written (as a kill would)."
-    order = 200
+    run_after = ('checkpoint',)
     def __init__(self, at): self.at = at
     def after_epoch(self, learn):
         if learn.epoch == self.at: raise KeyboardInterrupt
