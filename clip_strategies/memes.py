@@ -30,8 +30,8 @@ from .models import load_clip
 from .data import load_image, UnreadableImageError
 from .callback import Callback
 from .optim import OptFunc, decay_groups
-from .learner import Learner, dataloaders
-from .callbacks import standard_cbs
+from .learner import dataloaders
+from .callbacks import RunContext
 from .zeroshot import evaluating, encode_prompts
 from .objectives import clip_loss
 from .strategy import get_strategy
@@ -360,7 +360,7 @@ def fit_memes(strategy='zeroshot', # a registered strategy (name, spec or list) 
               align_it:float=0., align_tt:float=0., # weights of the alignment losses
               map_dim:int|None=None, hidden:int=64, # projection size (None: CLIP's D), MLP width
               backbone:str='mini', pretrained:str|None=None, # `models.load_clip(backbone, pretrained)`
-              precision:str='fp32', grad_accum:int=1, progress:bool=False, device=None, # `callbacks.standard_cbs`
+              precision:str='fp32', grad_accum:int=1, progress:bool=False, device=None, # `callbacks.RunContext`
              )->dict: # model, learner, strategy, splits, metrics (per split), scores
     "Train a meme classifier on top of `strategy` with the project's `Learner`; score dev/test splits by AUROC."
     strategy = get_strategy(strategy); seed_everything(seed)
@@ -368,9 +368,9 @@ def fit_memes(strategy='zeroshot', # a registered strategy (name, spec or list) 
     splits = meme_data(data, preprocess, tokenizer, task, per_class)
     model = MemeClassifier(strategy.apply(clip), fusion, head, map_dim, hidden)
     valid = splits.get('dev') if splits.get('dev') is not None and splits['dev'].labelled else None
-    learn = Learner(model, dataloaders(splits['train'], valid, batch_size, seed), MemeObjective(align_it, align_tt), lr=lr,
-                    epochs=epochs, opt_func=OptFunc(param_groups=meme_param_groups(strategy, clip_lr)),
-                    cbs=standard_cbs(precision, grad_accum, progress=progress, device=device) + strategy.callbacks())
+    learn = RunContext(precision, progress, device=device).learner(  # the Learner every run builds, clipping at 1
+        model, dataloaders(splits['train'], valid, batch_size, seed), MemeObjective(align_it, align_tt), lr, epochs,
+        OptFunc(param_groups=meme_param_groups(strategy, clip_lr)), strategy.callbacks(), grad_accum=grad_accum, max_grad_norm=1.0)
     t0 = time.time(); learn.fit()
     metrics, scores = score_splits(model, splits)
     trainable, total = count_params(model)
