@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_strategy.ipynb #d55285a1
 from __future__ import annotations
-import importlib, inspect, json, types, typing
+import functools, importlib, inspect, json, types, typing
 
 # %% auto #0
 __all__ = ['STRATEGY_MODULES', 'LEARNED_FORMAT', 'FITTED', 'COMBINATION_RECIPES', 'StrategyError', 'OptionError', 'check_option',
@@ -79,6 +79,15 @@ def _own_options(init, inherited:dict)->dict:
         out[k] = dict(default=p.default, type=hints.get(k, old.get('type')), doc=docs.get(k) or old.get('doc'))
     return out
 
+@functools.cache
+def _option_info(cls:type)->dict:
+    "`Options.option_info` of a class, read once (signatures and docments do not change)."
+    info = {}
+    for klass in reversed(cls.__mro__):
+        init = vars(klass).get('__init__')
+        if init is not None and klass is not object: info.update(_own_options(init, info))
+    return {k: v for k, v in info.items() if k not in cls.pinned}
+
 class Options:
     "What can be set: keyword arguments of `__init__` with defaults, annotations and docments, inherited by variants."
     pinned = {}  # options a variant fixes and no longer offers: option -> the value it passes on
@@ -86,11 +95,7 @@ class Options:
     @classmethod
     def option_info(cls)->dict:
         "Each option's `default`, `type` and `doc`, from the `__init__` of every class up the hierarchy (subclasses win)."
-        info = {}
-        for klass in reversed(cls.__mro__):
-            init = vars(klass).get('__init__')
-            if init is not None and klass is not object: info.update(_own_options(init, info))
-        return {k: v for k, v in info.items() if k not in cls.pinned}
+        return {k: dict(v) for k, v in _option_info(cls).items()}
 
     @classmethod
     def options(cls)->dict:
