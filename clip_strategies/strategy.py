@@ -88,6 +88,7 @@ def _option_info(cls:type)->dict:
         if init is not None and klass is not object: info.update(_own_options(init, info))
     return {k: v for k, v in info.items() if k not in cls.pinned}
 
+# %% ../nbs/14_strategy.ipynb #9aff4fdd
 class Options:
     "What can be set: keyword arguments of `__init__` with defaults, annotations and docments, inherited by variants."
     pinned = {}  # options a variant fixes and no longer offers: option -> the value it passes on
