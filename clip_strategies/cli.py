@@ -127,7 +127,7 @@ def train(cfg:Config, # a validated config (`load_config`)
     strategy.apply(model)
     trainable, total = count_params(model)
     learn, t0 = None, time.time()
-    if strategy.trains: learn = make_learner(cfg, model, tokenizer, strategy, splits, run); learn.fit(); trainable = learn.trainable_params
+    if strategy.trains: learn = make_learner(cfg, model, tokenizer, strategy, splits, run); learn.fit(); trainable, total = learn.param_counts
     strategy.fit(model, tokenizer, {k: v for k, v in splits.items() if k != 'test'}, bs, run)  # on the trained model; never the test split
     after = evaluate(model, tokenizer, splits['test'], task, bs, strategy)
     also = {n: dict(before=also_before[n], after=evaluate(model, tokenizer, ds, task_of(ds), bs, strategy)

@@ -150,7 +150,7 @@ def _do_epoch(learn:Learner):
 
 def _do_fit(learn:Learner):
     learn.create_opt()
-    learn.trainable_params = count_params(learn.model)[0]  # what trains as the fit starts: what `before_fit` added too
+    learn.param_counts = count_params(learn.model)  # (trainable, total) as the fit starts: what `before_fit` added counts
     for learn.epoch in range(learn.start_epoch, learn.epochs): _with_events(learn, 'epoch', partial(_do_epoch, learn))
 
 @patch

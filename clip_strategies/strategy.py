@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_strategy.ipynb #d55285a1
 from __future__ import annotations
-import functools, importlib, inspect, json, types, typing
+import copy, functools, importlib, inspect, json, types, typing
 
 # %% auto #0
 __all__ = ['STRATEGY_MODULES', 'LEARNED_FORMAT', 'FITTED', 'COMBINATION_RECIPES', 'StrategyError', 'OptionError', 'check_option',
@@ -338,14 +338,27 @@ def base_strategy(owner:str, # the composing strategy's name, for messages
     return strat
 
 # %% ../nbs/14_strategy.ipynb #73ad68e3
+def _snapshot(strategy)->dict:
+    "The strategy's attributes, containers copied (to see a change made in place)."
+    return {k: (copy.copy(v) if isinstance(v, (list, dict, set)) else v) for k, v in vars(strategy).items()}
+
+def _changed(before:dict, strategy)->list:
+    "The attributes of `strategy` that differ from `before` (added, removed, reassigned, or a container changed)."
+    now, gone = vars(strategy), object()
+    return sorted(k for k in set(before) | set(now) if (before.get(k, gone) != now.get(k, gone)
+                  if isinstance(now.get(k), (list, dict, set)) else before.get(k, gone) is not now.get(k, gone)))
+
 def check_strategy(strategy:Strategy, # a configured strategy
                    model:nn.Module, # a model to apply it to (changed in place)
                    lr:float=1e-3, # learning rate passed to `param_groups`
                    weight_decay:float=0.1, # weight decay passed to `param_groups`
                   )->list: # names of the trainable parameters after `apply`
-    "Check the protocol on `model`: `apply` returns the model and is idempotent; param groups cover what trains."
+    "Check the protocol on `model`: `apply` returns the model, is idempotent and leaves the strategy as it was; param groups cover what trains."
+    before = _snapshot(strategy)
     out = strategy.apply(model)
     if out is not model: raise AssertionError(f'{strategy!r}.apply must return the model it was given')
+    if changed := _changed(before, strategy):
+        raise AssertionError(f'{strategy!r}.apply changed the strategy ({changed}): what it learns about a model belongs in the model')
     first = trainable_names(model)
     n_params = sum(1 for _ in model.parameters())
     strategy.apply(model)
