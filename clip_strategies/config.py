@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SCHEMA', 'Field', 'owned', 'flatten', 'unflatten', 'option_field', 'strategy_classes', 'declared_keys', 'Config',
-           'parse_overrides', 'read_yaml', 'allowed_fields', 'load_config', 'config_path']
+__all__ = ['SCHEMA', 'Field', 'owned', 'flatten', 'unflatten', 'check_minimum', 'option_field', 'strategy_classes',
+           'declared_keys', 'Config', 'parse_overrides', 'DuplicateKeyError', 'UniqueKeyLoader', 'read_yaml',
+           'allowed_fields', 'load_config', 'config_path']
 
 # %% ../nbs/40_config.ipynb #92e618ac
 import yaml
@@ -19,7 +20,7 @@ from fastcore.docments import docments
 from .core import atomic_write, check_name, close_matches, PRECISIONS, UnknownNameError
 from .data import INTERPOLATIONS, check_transform_names
 from .optim import OPTIMIZERS, SCHEDULES, WARMUPS, OptFunc, LRScheduleCB
-from .strategy import get_strategy_class, get_strategy, registered_strategies, load_strategies, OptionError, COMBINATION_RECIPES
+from .strategy import get_strategy_class, get_strategy, registered_strategies, load_strategies, OptionError, COMBINATION_RECIPES, combination_recipe, recipe_conflicts
 
 # %% ../nbs/40_config.ipynb #392d97dc
 @dataclass(frozen=True)
@@ -29,52 +30,55 @@ class Field:
     types: tuple
     doc: str
     choices: tuple|None = None
+    minimum: float|None = None  # the smallest number allowed
+    also: tuple = ()  # values allowed below `minimum` (`-1`: all)
 
 def owned(owner, # the function or class whose parameter the key sets
           param:str, # that parameter's name
           types:tuple, # the types the key accepts
           choices=None, # the allowed values (from the owner's module)
+          minimum=None, # the smallest number allowed
          )->Field:
     "A `Field` whose default and meaning are those of `owner`'s parameter `param` (one default per choice)."
     fn = owner.__init__ if isinstance(owner, type) else owner
     return Field(inspect.signature(fn).parameters[param].default, types, docments(fn).get(param) or param,
-                 tuple(choices) if choices is not None else None)
+                 tuple(choices) if choices is not None else None, minimum)
 
 # %% ../nbs/40_config.ipynb #ffd39876
 _N = type(None)
 SCHEMA = {
-    'DATALOADER.TRAIN_X.BATCH_SIZE': Field(32, (int,), "training batch size (per process)"),
-    'DATALOADER.TEST.BATCH_SIZE': Field(256, (int,), "evaluation batch size"),
-    'DATALOADER.NUM_WORKERS': Field(0, (int,), "data-loading worker processes"),
+    'DATALOADER.TRAIN_X.BATCH_SIZE': Field(32, (int,), "training batch size (per process)", minimum=1),
+    'DATALOADER.TEST.BATCH_SIZE': Field(256, (int,), "evaluation batch size", minimum=1),
+    'DATALOADER.NUM_WORKERS': Field(0, (int,), "data-loading worker processes", minimum=0),
     'INPUT.SIZE': Field(None, (list, _N), "image size [H, W]; null: the backbone's own"),
     'INPUT.INTERPOLATION': Field('bicubic', (str,), "resize interpolation", tuple(INTERPOLATIONS)),
     'INPUT.PIXEL_MEAN': Field(None, (list, _N), "normalisation mean; null: the backbone's own"),
     'INPUT.PIXEL_STD': Field(None, (list, _N), "normalisation std; null: the backbone's own"),
     'INPUT.TRANSFORMS': Field(['normalize'], (list,), "train-time transforms, e.g. [random_resized_crop, random_flip, normalize]"),
     'OPTIM.NAME': owned(OptFunc, 'name', (str,), OPTIMIZERS),
-    'OPTIM.LR': Field(1e-4, (float,), "base learning rate"),
-    'OPTIM.WEIGHT_DECAY': owned(OptFunc, 'weight_decay', (float,)),
-    'OPTIM.MOMENTUM': owned(OptFunc, 'momentum', (float,)),
-    'OPTIM.MAX_EPOCH': Field(10, (int,), "number of epochs"),
+    'OPTIM.LR': Field(1e-4, (float,), "base learning rate", minimum=0),
+    'OPTIM.WEIGHT_DECAY': owned(OptFunc, 'weight_decay', (float,), minimum=0),
+    'OPTIM.MOMENTUM': owned(OptFunc, 'momentum', (float,), minimum=0),
+    'OPTIM.MAX_EPOCH': Field(10, (int,), "number of epochs", minimum=1),
     'OPTIM.LR_SCHEDULER': owned(LRScheduleCB, 'kind', (str,), SCHEDULES),
-    'OPTIM.WARMUP_EPOCH': Field(0, (int,), "warm-up epochs of the learning rate"),
+    'OPTIM.WARMUP_EPOCH': Field(0, (int,), "warm-up epochs of the learning rate", minimum=0),
     'OPTIM.WARMUP_TYPE': owned(LRScheduleCB, 'warmup_type', (str,), WARMUPS),
-    'OPTIM.WARMUP_CONS_LR': owned(LRScheduleCB, 'warmup_lr', (float,)),
-    'OPTIM.MAX_GRAD_NORM': Field(1.0, (float, _N), "gradient clipping norm; null: no clipping"),
-    'TRAIN.PRINT_FREQ': Field(5, (int,), "without progress bars, print a log line every this many batches (0: never)"),
+    'OPTIM.WARMUP_CONS_LR': owned(LRScheduleCB, 'warmup_lr', (float,), minimum=0),
+    'OPTIM.MAX_GRAD_NORM': Field(1.0, (float, _N), "gradient clipping norm; null: no clipping", minimum=0),
+    'TRAIN.PRINT_FREQ': Field(5, (int,), "without progress bars, print a log line every this many batches (0: never)", minimum=0),
     'TRAIN.PRECISION': Field(PRECISIONS[0], (str,), "fp32, or autocast with fp32 master weights (bf16, fp16)", PRECISIONS),
-    'TRAIN.GRAD_ACCUM_STEPS': Field(1, (int,), "micro-batches per optimizer step (the contrastive loss sees them all as one batch of negatives)"),
+    'TRAIN.GRAD_ACCUM_STEPS': Field(1, (int,), "micro-batches per optimizer step (the contrastive loss sees them all as one batch of negatives)", minimum=1),
     'MODEL.BACKBONE.NAME': Field('mini', (str,), "'mini' or an open_clip model name (ViT-B/16 spelling accepted)"),
     'MODEL.BACKBONE.PRETRAINED': Field(None, (str, _N), "open_clip pretrained tag or local weights file"),
     'TRAINER.NAME': Field('full', (str, list), "the strategy (see list_strategies()), or a list of strategies applied in order"),
     'DATASET.NAME': Field('mini_shift', (str,), "dataset name (see list_datasets())"),
     'DATASET.ROOT': Field('', (str,), "dataset root folder (not needed by the mini lab)"),
     'DATASET.TASK': Field('auto', (str,), "what the dataset is for: 'auto' (class names: classification, captions: retrieval), or the task it must be", ('auto', 'classification', 'retrieval')),
-    'DATASET.NUM_SHOTS': Field(16, (int,), "images per class for training; -1: all"),
+    'DATASET.NUM_SHOTS': Field(16, (int,), "images per class for training; -1: all", minimum=1, also=(-1,)),
     'DATASET.ALSO_TEST': Field([], (list,), "other datasets tested before and after training (what a strategy forgets), each from its default place"),
     'DATASET.SUBSAMPLE_CLASSES': Field('all', (str,), "train and test on 'all' classes, or the 'base' half (then also tested on the 'new' half: base-to-new)", ('all', 'base', 'new')),
     'OUTPUT_DIR': Field('output/run', (str,), "where metrics.json, model.safetensors and checkpoints go"),
-    'SEED': Field(1, (int,), "seed for weights init, data order and few-shot sampling"),
+    'SEED': Field(1, (int,), "seed for weights init, data order and few-shot sampling", minimum=0),
 }
 
 # %% ../nbs/40_config.ipynb #8bb36893
@@ -98,7 +102,7 @@ def unflatten(d:dict)->dict:
     return out
 
 # %% ../nbs/40_config.ipynb #73aba993
-def _coerce(key:str, value, field:Field):
+def _converted(key:str, value, field:Field):
     "`value` converted to one of `field.types`, or a clear error."
     if value is None and _N in field.types: return None
     if float in field.types and isinstance(value, (int, float)) and not isinstance(value, bool): return float(value)
@@ -114,6 +118,19 @@ def _coerce(key:str, value, field:Field):
         names = ' or '.join('null' if t is _N else t.__name__ for t in field.types)
         raise TypeError(f"Config key {key} = {value!r} ({type(value).__name__}): expected {names} — {field.doc}")
     if field.choices: check_name(f'value {{}} of {key}', value, field.choices)
+    return value
+
+def check_minimum(key:str, value, field:Field):
+    "Refuse a number below `field.minimum` (but for the special values in `field.also`), naming the key and what is allowed."
+    if field.minimum is None or isinstance(value, bool) or not isinstance(value, (int, float)): return
+    if value < field.minimum and value not in field.also:
+        allowed = f"at least {field.minimum}" + ''.join(f" or {a}" for a in field.also)
+        raise ValueError(f"Config key {key} = {value!r}: must be {allowed} — {field.doc}")
+
+def _coerce(key:str, value, field:Field):
+    "`value` converted to one of `field.types` and checked against `field`'s floor, or a clear error."
+    value = _converted(key, value, field)
+    check_minimum(key, value, field)
     return value
 
 # %% ../nbs/40_config.ipynb #e6304ea1
@@ -249,13 +266,32 @@ def build_strategy(self:Config, spec:dict|None=None, # `strategy_spec()`, if alr
 def parse_overrides(pairs:list)->dict:
     "Command-line `KEY VALUE ...` pairs -> {key: value}, values read as YAML (`0.1` is a float, `[a, b]` a list)."
     if len(pairs) % 2: raise ValueError(f"Overrides come in KEY VALUE pairs; {pairs[-1]!r} has no value")
-    return {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in zip(pairs[::2], pairs[1::2])}
+    keys = pairs[::2]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice: raise ValueError(f"Override {twice[0]} is given {keys.count(twice[0])} times: give each key once")
+    return {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in zip(keys, pairs[1::2])}
+
+class DuplicateKeyError(ValueError):
+    "A YAML mapping that holds one key twice (PyYAML would keep the last without a word)."
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    "PyYAML's safe loader, refusing a key given twice in one mapping."
+    def construct_mapping(self, node, deep=False):
+        "A mapping, or `DuplicateKeyError` naming the key and both lines."
+        lines = {}
+        for key_node, _ in node.value:
+            if key_node.tag == 'tag:yaml.org,2002:merge': continue  # `<<: *anchor` may repeat what it merges
+            key = self.construct_object(key_node, deep=True)
+            if key in lines: raise DuplicateKeyError(f"key {key!r} is given twice (lines {lines[key]} and {key_node.start_mark.line + 1}): keep one")
+            lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
 def read_yaml(path:str|Path)->dict:
-    "A YAML file as nested dicts; a missing or malformed file is a clear error."
+    "A YAML file as nested dicts; a missing or malformed file, or a key given twice, is a clear error."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"No config file at {str(path)!r}")
-    try: data = yaml.safe_load(path.read_text()) or {}
+    try: data = yaml.load(path.read_text(), Loader=UniqueKeyLoader) or {}
+    except DuplicateKeyError as e: raise ValueError(f"Config file {str(path)!r}: {e}") from None
     except yaml.YAMLError as e: raise ValueError(f"Config file {str(path)!r} is not valid YAML: {e}") from e
     if not isinstance(data, dict): raise ValueError(f"Config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
     return data
@@ -285,10 +321,21 @@ def _check_keys(flat:dict, fields:dict, source:str):
                                    (f" Did you mean {' or '.join(map(repr, close_matches(key, fields)))}?" if close_matches(key, fields) else
                                     f" Config keys start with {', '.join(sorted({k.split('.')[0] for k in fields}))}."))
 
-def _recipe(values:dict)->dict:
-    "The recipe of the first strategy that brings one, in running order (a part before its bases), or a combination's own."
-    first = next((dict(c.recipe) for c in _run_classes(values) if c.recipe), {})
-    return first | COMBINATION_RECIPES.get(tuple(c.name for c, _ in _run_parts(values)), {})
+def _part_recipe(run, bases:list)->dict:
+    "The recipe of one part: its own, else its first base's that has one."
+    return next((dict(c.recipe) for c in [run] + bases if c.recipe), {})
+
+def _recipe(values:dict, given=frozenset())->dict:
+    "The recipe the config runs: its strategy's, or its combination's (refused where the parts differ on a key not `given`)."
+    parts = _run_parts(values)
+    names, recipes = [run.name for run, _ in parts], [_part_recipe(*p) for p in parts]
+    if len(parts) == 1: return recipes[0]
+    open_keys = {k: by for k, by in recipe_conflicts(names, recipes).items() if k not in given}
+    if open_keys and tuple(names) not in COMBINATION_RECIPES:
+        differ = '; '.join(f"{k} ({', '.join(f'{n}: {v!r}' for n, v in by.items())})" for k, by in open_keys.items())
+        raise ValueError(f"The recipes of {names} differ in {differ}, and the combination has no recipe of its own: set "
+                         f"{', '.join(open_keys)} in the config or as KEY VALUE overrides")
+    return combination_recipe(names, recipes)
 
 def _check_read(cfg:Config, declared:dict):
     "Raise when a strategy key is set (to something else than its default) but the strategy that runs does not read it."
@@ -316,7 +363,7 @@ def load_config(path:str|Path|None=None, # a YAML file with the original tool's 
     check_transform_names(cfg['INPUT.TRANSFORMS'])
     cfg.given = frozenset(flat) | frozenset(over)
     _check_read(cfg, declared)
-    cfg.from_recipe = {k: _coerce(k, v, fields[k]) for k, v in _recipe(cfg).items() if k not in cfg.given}
+    cfg.from_recipe = {k: _coerce(k, v, fields[k]) for k, v in _recipe(cfg, cfg.given).items() if k not in cfg.given}
     cfg.update(cfg.from_recipe)
     return cfg
 

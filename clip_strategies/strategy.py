@@ -12,7 +12,7 @@ __all__ = ['STRATEGY_MODULES', 'LEARNED_FORMAT', 'FITTED', 'COMBINATION_RECIPES'
            'register_strategy', 'import_strategy_module', 'list_strategies', 'get_strategy_class',
            'registered_strategies', 'load_strategies', 'get_strategy', 'ZeroShot', 'base_strategy', 'check_strategy',
            'StrategyRecord', 'strategy_record', 'added_parameters', 'Addition', 'strategy_spec', 'save_learned',
-           'read_learned', 'load_learned', 'combination_recipe', 'AskParts', 'Combined']
+           'read_learned', 'load_learned', 'recipe_conflicts', 'combination_recipe', 'AskParts', 'Combined']
 
 # %% ../nbs/14_strategy.ipynb #7136875d
 import torch
@@ -473,15 +473,29 @@ def load_learned(model:nn.Module, # a fresh model of the backbone the file was t
     return strategy
 
 # %% ../nbs/14_strategy.ipynb #85863dbd
-COMBINATION_RECIPES = {  # parts in order -> recipe values of the combination's own, over its first part's recipe
+COMBINATION_RECIPES = {  # parts in order -> the combination's own recipe: values over its first part's recipe
+    ('lora', 'coop'): {},  # LoRA's: the CLIP-LoRA authors' pairing, as the comparison runs it
     ('lora', 'prefix'): {'OPTIM.LR': 3e-3},  # LoRA's AdamW at a rate the prefix MLP also trains at (1e-2 overruns it)
+    ('vpt', 'clip_adapter'): {},  # VPT's SGD at 1.0: best on validation of 1.0, 0.2 and 0.05 (the adapter's rate)
 }
+
+def recipe_conflicts(names:list, # the parts' registered names, in order
+                     recipes:list, # their recipes, in the same order
+                    )->dict:
+    "`{key: {part: value}}` for each recipe key on which two parts disagree."
+    values = {}
+    for name, recipe in zip(names, recipes):
+        for k, v in recipe.items(): values.setdefault(k, {})[name] = v
+    return {k: by for k, by in values.items() if len({repr(v) for v in by.values()}) > 1}
 
 def combination_recipe(names:list, # the parts' registered names, in order
                        recipes:list, # their recipes, in the same order
                       )->dict:
-    "A combination's recipe: the first part's that sets a key, then the combination's own values (`COMBINATION_RECIPES`)."
-    return {k: v for r in reversed(recipes) for k, v in r.items()} | COMBINATION_RECIPES.get(tuple(names), {})
+    "A combination's own recipe (`COMBINATION_RECIPES`, over its first part's), else the values its parts agree on."
+    own = COMBINATION_RECIPES.get(tuple(names))
+    if own is not None: return next((dict(r) for r in recipes if r), {}) | own
+    disputed = recipe_conflicts(names, recipes)
+    return {k: v for r in recipes for k, v in r.items() if k not in disputed}
 
 # %% ../nbs/14_strategy.ipynb #5f76cd43
 def _claim(model:nn.Module)->dict:
