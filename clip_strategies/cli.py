@@ -4,13 +4,13 @@
 
 # %% ../nbs/41_cli.ipynb #e61acc3b
 from __future__ import annotations
-import argparse, json, sys, time, warnings
+import argparse, json, shlex, shutil, sys, time, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['other_test_sets', 'USER_ERRORS', 'RUN_ERRORS', 'backbone_input', 'image_transforms', 'build_splits',
-           'unseen_class_words', 'check_output_dir', 'run_context', 'make_learner', 'train', 'run', 'protocol_run',
-           'parse_args', 'resolve_config', 'train_main']
+__all__ = ['other_test_sets', 'RUN_FILES', 'USER_ERRORS', 'RUN_ERRORS', 'backbone_input', 'image_transforms', 'build_splits',
+           'unseen_class_words', 'check_output_dir', 'clear_run', 'run_context', 'make_learner', 'train', 'run',
+           'protocol_run', 'parse_args', 'resolve_config', 'train_main', 'interrupted_note']
 
 # %% ../nbs/41_cli.ipynb #6ae51048
 from torchvision import transforms as T
@@ -79,13 +79,23 @@ def unseen_class_words(tokenizer, dataset)->str|None:
     return str(caught[0].message) if caught else None
 
 # %% ../nbs/41_cli.ipynb #5c514577
-def check_output_dir(out:Path, resume:bool)->None:
-    "Refuse to start over an earlier run's outputs, or to resume where there is nothing to resume."
+RUN_FILES = ('config.yaml', 'metrics.json', 'model.safetensors', 'learned.safetensors')  # what `run` writes beside checkpoints/
+
+def check_output_dir(out:Path, resume:bool, restart:bool=False)->None:
+    "Refuse to start over an earlier run's outputs (but with `restart`), or to resume where there is nothing to resume."
+    if resume and restart: raise ValueError("--resume and --restart exclude each other: continue the run, or start it over")
     has_ckpt = has_checkpoint(out/'checkpoints')
     if resume and not has_ckpt:
         raise FileNotFoundError(f"--resume: no checkpoint in {str(out/'checkpoints')!r} to continue from")
-    if not resume and ((out/'metrics.json').exists() or has_ckpt):
-        raise FileExistsError(f"OUTPUT_DIR {str(out)!r} already holds a run; pass --resume to continue it, or choose another OUTPUT_DIR")
+    if not (resume or restart) and ((out/'metrics.json').exists() or has_ckpt):
+        raise FileExistsError(f"OUTPUT_DIR {str(out)!r} already holds a run; pass --resume to continue it, --restart to start "
+                              f"over in it (its checkpoints and outputs are deleted), or choose another OUTPUT_DIR")
+
+def clear_run(out:Path)->list:
+    "Delete what an earlier run wrote in `out` (its `checkpoints/` and `RUN_FILES`), nothing else; the names deleted."
+    gone = [p for p in [out/'checkpoints', *(out/f for f in RUN_FILES)] if p.exists()]
+    for p in gone: shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return [p.name for p in gone]
 
 # %% ../nbs/41_cli.ipynb #231491fc
 def run_context(cfg:Config, resume:bool=False, progress:bool=True, strategy:str='custom')->RunContext:
@@ -116,6 +126,7 @@ def train(cfg:Config, # a validated config (`load_config`)
     spec = cfg.strategy_spec()
     strategy = cfg.build_strategy(spec)
     model, preprocess, tokenizer = load_clip(cfg['MODEL.BACKBONE.NAME'], cfg['MODEL.BACKBONE.PRETRAINED'])
+    strategy.check_model(model)  # a backbone it cannot adapt: refused before any data is read
     full_test = full_test_split(cfg, image_transforms(cfg, preprocess)[1])
     splits = build_splits(cfg, preprocess, full_test)
     for note in spec['notes'] + [unseen_class_words(tokenizer, splits['test'])]:
@@ -145,10 +156,12 @@ def run(cfg:Config, # a validated config (`load_config`)
         resume:bool=False, # continue from the last checkpoint in OUTPUT_DIR
         progress:bool=True, # progress bars (else log lines every TRAIN.PRINT_FREQ batches)
         log=print, # where notes and the before/after line go
+        restart:bool=False, # start over in OUTPUT_DIR: delete an earlier run's checkpoints and outputs there first
        )->dict:
     "Train and evaluate as `cfg` says; write config.yaml, metrics.json, model.safetensors (and learned.safetensors); return the metrics."
     out, main = Path(cfg['OUTPUT_DIR']), is_main_process()
-    check_output_dir(out, resume)
+    check_output_dir(out, resume, restart)
+    if restart and main and (gone := clear_run(out)): log(f"note: --restart: deleted {', '.join(gone)} in {str(out)!r}")
     res = train(cfg, resume, progress, log if main else (lambda *a: None))
     m = res['metrics']
     if main:
@@ -179,9 +192,10 @@ def parse_args(argv=None)->argparse.Namespace:
     p = argparse.ArgumentParser(prog='clip_strategies_train', description="Adapt CLIP with one strategy, as a YAML config says.")
     p.add_argument('--config', default=None, help="YAML file with the original tool's keys, or a shipped config name (mini, vit_b16)")
     p.add_argument('--resume', action='store_true', help="continue from the last checkpoint in OUTPUT_DIR")
+    p.add_argument('--restart', action='store_true', help="start over in OUTPUT_DIR: delete an earlier run's checkpoints and outputs there")
     p.add_argument('--no-progress', action='store_true', help="no progress bars: log lines every TRAIN.PRINT_FREQ batches instead")
     p.add_argument('overrides', nargs='*', metavar='KEY VALUE', help="config overrides, e.g. OPTIM.LR 0.01")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # options anywhere among the KEY VALUE pairs, as people type them
 
 def resolve_config(name:str|None)->Path|None:
     "A config file path: the file itself, else a shipped config of that name."
@@ -196,13 +210,32 @@ def _message(e:Exception)->str: return e.args[0] if isinstance(e, KeyError) and 
 
 def train_main(argv=None)->int:
     "Entry point of `clip_strategies_train`."
-    args = parse_args(argv)
-    try: run(load_config(resolve_config(args.config), args.overrides), resume=args.resume, progress=not args.no_progress)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, cfg = parse_args(argv), None
+    try:
+        cfg = load_config(resolve_config(args.config), args.overrides)
+        run(cfg, resume=args.resume, progress=not args.no_progress, restart=args.restart)
+    except KeyboardInterrupt:
+        print(f"clip_strategies_train: {interrupted_note(Path(cfg['OUTPUT_DIR']), argv) if cfg else 'interrupted'}", file=sys.stderr); return 130
+    except CheckpointError as e:
+        print(f"clip_strategies_train: error: {e}; to start over in OUTPUT_DIR instead, run the same command with --restart", file=sys.stderr); return 2
     except RUN_ERRORS as e:
         print(f"clip_strategies_train: error: {_message(e)}", file=sys.stderr); return 1
     except USER_ERRORS as e:
         print(f"clip_strategies_train: error: {_message(e)}", file=sys.stderr); return 2
     return 0
+
+# %% ../nbs/41_cli.ipynb #c5615eee
+def interrupted_note(out:Path, # the run's OUTPUT_DIR
+                     argv:list, # the command line's arguments
+                    )->str:
+    "One line: what an interrupted run saved in `out`, and the command that continues it."
+    saved = sorted((out/'checkpoints').rglob('last.json'), key=lambda p: p.stat().st_mtime) if (out/'checkpoints').is_dir() else []
+    if not saved: return f"interrupted before an epoch ended: nothing saved in {str(out)!r}; run the same command to start again"
+    epoch = json.loads(saved[-1].read_text())['epoch'] + 1
+    again = ' '.join(shlex.quote(a) for a in argv if a not in ('--resume', '--restart'))
+    return (f"interrupted: the checkpoint after epoch {epoch} is saved in {str(saved[-1].parent)!r}; "
+            f"continue with: clip_strategies_train {again} --resume")
 
 # %% ../nbs/41_cli.ipynb #60ada5d2
 #| eval: false

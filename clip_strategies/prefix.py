@@ -147,6 +147,10 @@ class Prefix(Addition):
         for o in ('length', 'hidden'):
             if getattr(self, o) < 1: raise OptionError(self.name, o, getattr(self, o), 'an integer >= 1, e.g. ' + str(self.options()[o]))
 
+    def check_model(self, model:nn.Module):
+        "Refuse a model without transformer blocks in the chosen towers (a ResNet image tower)."
+        prefix_towers(model, self.towers)
+
     def inject(self, model:nn.Module)->None:
         "Give each chosen tower a prefix encoder and prefix attentions (folded at once if `folded`)."
         for name, tf in prefix_towers(model, self.towers).items(): add_prefixes(tf, self.length, self.hidden, name)

@@ -458,12 +458,17 @@ class VPT(Addition):
         if self.n_tokens < 1: raise OptionError(self.name, 'n_tokens', n_tokens, 'an integer >= 1')
         if not 0 <= self.dropout < 1: raise OptionError(self.name, 'dropout', dropout, 'a number in [0, 1)')
 
-    def inject(self, model:nn.Module):
-        "Replace `visual.transformer` by a `PromptedTransformer` with the paper's initial prompts; switch patch dropout off."
+    def check_model(self, model:nn.Module):
+        "Refuse an image tower without patch tokens (a ResNet)."
         vis = getattr(model, 'visual', None)
         if not isinstance(vis, VisionTransformer) or not isinstance(vis.transformer, Transformer):
             raise StrategyError(f"vpt inserts prompt tokens among the patch tokens of a vision transformer, but this image tower is a "
                                 f"{type(vis).__name__} (a ResNet has no tokens): choose a ViT backbone, e.g. ViT-B-16")
+
+    def inject(self, model:nn.Module):
+        "Replace `visual.transformer` by a `PromptedTransformer` with the paper's initial prompts; switch patch dropout off."
+        self.check_model(model)
+        vis = model.visual
         tr, (ph, pw) = vis.transformer, vis.patch_size
         bound = math.sqrt(6. / (3 * ph * pw + tr.width))
         prompts = torch.empty(len(tr.resblocks) if self.deep else 1, self.n_tokens, tr.width, device=vis.conv1.weight.device).uniform_(-bound, bound)

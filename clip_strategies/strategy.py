@@ -193,6 +193,10 @@ class Supports:
             raise StrategyError(f"Strategy {self.name!r} supports {' and '.join(self.tasks)} only, not {task}: "
                                 f"choose a dataset with class names, or another strategy")
 
+    def check_model(self, model:nn.Module, # the backbone, before `apply`
+                   ):
+        "Refuse a backbone this strategy cannot adapt, saying why, before any data is read (default: accept every one)."
+
 class Strategy(Options, Trains, Adds, Scores, Fits, Supports):
     "Base of all strategies: every hook a run calls, grouped by purpose, each with a default that does nothing."
     name = 'base'  # set by `register_strategy`
@@ -518,6 +522,8 @@ def _restore(model:nn.Module, claims:list)->None:
 class AskParts:
     "The hooks of a combination that ask each of its `parts` in order."
     def callbacks(self)->list: return [cb for p in self.parts for cb in p.callbacks()]
+    def check_model(self, model:nn.Module):
+        for p in self.parts: p.check_model(model)
     def learned_names(self, model:nn.Module)->list: return [n for p in self.parts for n in p.learned_names(model)]
     def get_options(self)->dict: return dict(parts=[strategy_spec(p) for p in self.parts])
     def objective(self, model:nn.Module, objective):
