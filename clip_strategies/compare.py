@@ -408,7 +408,7 @@ def run_missing(out:Path, grid:list, config, overrides:dict, jobs:int=1, progres
     except KeyboardInterrupt:
         done = sum(finished(run_dir(out, *g)) for g in grid)
         raise ComparisonInterrupted(f"{done} of {len(grid)} runs are finished and saved in {str(Path(out)/'runs')!r} "
-                                    f"(a run cut short resumes from its last checkpoint)") from None
+                                    f"(a run cut short resumes from its last checkpoint, if it saved one)") from None
 
 def compare(strategies:list|None=None, # names, combinations ('lora+coop' or lists); None: every registered strategy
             shots:list=(1, 2, 4, 8, 16), # training images per class
