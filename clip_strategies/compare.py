@@ -5,22 +5,27 @@
 # %% ../nbs/42_compare.ipynb #bb158d4b
 from __future__ import annotations
 import argparse, csv, hashlib, io, json, math, os, resource, subprocess, sys, time
+import contextlib, copy, ctypes, fcntl, shlex, signal, socket, threading
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['parse_strategy', 'strategy_label', 'check_strategies', 'reads_key', 'strategy_overrides', 'run_overrides',
-           'check_grid', 'task_refusals', 'compare_record', 'check_compare_dir', 'run_dir', 'finished', 'write_request',
-           'peak_memory', 'run_one', 'child_env', 'launch', 'tail', 'run_grid', 'run_row', 'write_table', 'score',
-           'mean_std', 'seed_mean', 'summary', 'ranking_table', 'plot_compare', 'compare', 'comma_list',
-           'parse_compare_args', 'compare_main']
+__all__ = ['GRID_KEYS', 'parse_strategy', 'strategy_label', 'check_distinct', 'check_strategies', 'reads_key',
+           'strategy_overrides', 'run_overrides', 'check_overrides', 'check_combinations', 'check_grid',
+           'task_refusals', 'compare_record', 'read_json', 'check_out_folder', 'check_compare_dir', 'run_dir',
+           'finished', 'FolderInUseError', 'lock_details', 'read_holder', 'holder_text', 'folder_lock', 'write_request',
+           'peak_memory', 'run_one', 'die_with_parent', 'child_env', 'launch', 'stop', 'tail', 'run_grid', 'run_row',
+           'write_table', 'score', 'mean_std', 'seed_mean', 'summary', 'ranking_table', 'plot_compare',
+           'ComparisonInterrupted', 'run_missing', 'compare', 'comma_list', 'parse_compare_args', 'run_child', 'report',
+           'compare_main']
 
 # %% ../nbs/42_compare.ipynb #2317be11
 import torch
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
 from .core import atomic_write, close_matches
+from .models import load_clip
 from .data import get_dataset, few_shot_indices
-from .strategy import list_strategies, get_strategy, StrategyError
+from .strategy import list_strategies, get_strategy, StrategyError, Combined
 from .checkpoint import has_checkpoint
 from .config import load_config, parse_overrides
 from .evaluate import task_of
@@ -38,9 +43,17 @@ def strategy_label(spec)->str:
     "How a comparison names a strategy: its name, or the parts of a combination joined by '+'."
     return '+'.join(spec) if isinstance(spec, (list, tuple)) else str(spec)
 
+def check_distinct(what:str, # what the values are: 'strategies', 'shots', 'seeds'
+                   values:list, # as given
+                  )->list:
+    "Refuse a list that gives a value more than once (it would repeat runs, and count a seed twice)."
+    dup = [v for v in dict.fromkeys(values) if list(values).count(v) > 1]
+    if dup: raise ValueError(f"{what} gives {', '.join(map(repr, dup))} more than once: give each value once")
+    return list(values)
+
 def check_strategies(specs:list, # names, combinations (lists) or 'a+b' strings
                     )->list: # the specs, lower-cased, combinations as lists
-    "Refuse every unknown strategy name at once (with suggestions), before anything runs."
+    "Refuse every unknown strategy name at once (with suggestions), and a name given twice, before anything runs."
     specs = [parse_strategy(s) if isinstance(s, str) else [str(p) for p in s] for s in specs]
     specs = [[p.lower() for p in s] if isinstance(s, list) else s.lower() for s in specs]
     if not specs: raise ValueError("No strategies to compare: name at least one (see list_strategies())")
@@ -49,9 +62,12 @@ def check_strategies(specs:list, # names, combinations (lists) or 'a+b' strings
     if unknown:
         hint = lambda n: f" (did you mean {' or '.join(map(repr, close_matches(n, known)))}?)" if close_matches(n, known) else ''
         raise ValueError(f"Unknown strategies: {', '.join(repr(n) + hint(n) for n in unknown)}. Registered: {', '.join(known)}")
+    check_distinct('strategies', [strategy_label(s) for s in specs])
     return specs
 
 # %% ../nbs/42_compare.ipynb #0c150a76
+GRID_KEYS = {'TRAINER.NAME': '--strategies', 'DATASET.NUM_SHOTS': '--shots', 'SEED': '--seeds', 'OUTPUT_DIR': '--out'}  # set per run
+
 def reads_key(spec, key:str, value)->bool:
     "Whether a config running `spec` takes `key` (a strategy's own keys are read only by the strategies they belong to)."
     try: load_config(None, {'TRAINER.NAME': spec, key: value}); return True
@@ -62,15 +78,33 @@ def strategy_overrides(spec, overrides:dict)->dict:
     return {k: v for k, v in overrides.items() if not k.startswith('TRAINER.') or reads_key(spec, k, v)}
 
 def run_overrides(spec, shots:int, seed:int, run_dir:Path, overrides:dict)->dict:
-    "The config keys of one run of the grid."
-    return {**strategy_overrides(spec, overrides), 'TRAINER.NAME': spec, 'DATASET.NUM_SHOTS': int(shots), 'SEED': int(seed),
-            'OUTPUT_DIR': str(run_dir), 'TRAIN.PRINT_FREQ': 0}
+    "The config keys of one run of the grid (quiet logs unless the overrides set `TRAIN.PRINT_FREQ`)."
+    return {'TRAIN.PRINT_FREQ': 0, **strategy_overrides(spec, overrides), 'TRAINER.NAME': spec, 'DATASET.NUM_SHOTS': int(shots),
+            'SEED': int(seed), 'OUTPUT_DIR': str(run_dir)}
 
+def check_overrides(overrides:dict):
+    "Refuse overrides of the keys the grid sets for each run, naming the option that sets each."
+    owned = [k for k in overrides if k in GRID_KEYS]
+    if owned: raise ValueError(f"The comparison sets {', '.join(f'{k} from {GRID_KEYS[k]}' for k in owned)} for each run: "
+                               f"drop {' and '.join(owned)} from the overrides and give {' and '.join(GRID_KEYS[k] for k in owned)} instead")
+
+def check_combinations(strategies:dict, # label -> configured strategy
+                       cfg, # a loaded config (its backbone)
+                      ):
+    "Apply every combination to a copy of the backbone: parts that train the same tensors are refused before any run."
+    combos = {label: s for label, s in strategies.items() if isinstance(s, Combined)}
+    model = load_clip(cfg['MODEL.BACKBONE.NAME'], cfg['MODEL.BACKBONE.PRETRAINED'], device='cpu')[0] if combos else None
+    for label, s in combos.items():
+        try: copy.deepcopy(s).apply(copy.deepcopy(model))
+        except StrategyError as e: raise ValueError(f"{label}: {e}") from None
+
+# %% ../nbs/42_compare.ipynb #98df520a
 def check_grid(specs:list, shots:list, seeds:list, config, overrides:dict)->tuple:
     "Validate every strategy's config and the shots against the training split (raise naming what is wrong): (task, strategies by label)."
     bad = [k for k in shots if not isinstance(k, int) or isinstance(k, bool) or k < 1]
     if bad or not shots: raise ValueError(f"shots must be positive integers, got {list(shots)}")
     if not seeds or any(not isinstance(s, int) or isinstance(s, bool) for s in seeds): raise ValueError(f"seeds must be integers, got {list(seeds)}")
+    check_distinct('shots', shots); check_distinct('seeds', seeds); check_overrides(overrides)
     for key in [k for k in overrides if k.startswith('TRAINER.') and not any(reads_key(s, k, overrides[k]) for s in specs)]:
         load_config(config, run_overrides(specs[0], max(shots), seeds[0], Path('.'), {}) | {key: overrides[key]})  # says why
     built = {}
@@ -80,6 +114,7 @@ def check_grid(specs:list, shots:list, seeds:list, config, overrides:dict)->tupl
     cfg = load_config(config, run_overrides(specs[0], max(shots), seeds[0], Path('.'), overrides))
     train = get_dataset(cfg['DATASET.NAME'], cfg['DATASET.ROOT'] or None, split='train')
     if hasattr(train, 'labels'): few_shot_indices(train.labels, max(shots), seeds[0], 0, train.classnames)
+    check_combinations(built, cfg)
     return task_of(train), built
 
 # %% ../nbs/42_compare.ipynb #34bfb8bb
@@ -100,13 +135,32 @@ def compare_record(specs:list, shots:list, seeds:list, config, overrides:dict)->
     return dict(strategies=[strategy_label(s) for s in specs], shots=[int(k) for k in shots], seeds=[int(s) for s in seeds],
                 config=str(config), config_sha256=hashlib.sha256(text).hexdigest()[:16], overrides=dict(overrides))
 
+def read_json(path:Path, # a JSON file
+              fix:str, # what the user can do when it cannot be read
+             ):
+    "A JSON file's content; one that is not valid JSON is an error naming the file and what to do."
+    try: return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{str(path)!r} is not valid JSON ({e}): {fix}") from None
+
+def check_out_folder(out:Path):
+    "Refuse an output folder holding files that no comparison wrote (they could be overwritten): it must be new, empty or a comparison's."
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise FileExistsError(f"--out {str(out)!r} is a file, not a folder")
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith('.')) if out.is_dir() else []
+    if names and not {'compare.json', 'runs'} & set(names):
+        raise FileExistsError(f"{str(out)!r} holds files that no comparison wrote ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}): "
+                              f"choose a new or empty folder for --out, so that none of them is overwritten")
+
 def check_compare_dir(out:Path, # the comparison's folder
                       record:dict, # from `compare_record`
                      ):
     "Refuse a folder holding a comparison asked with other arguments (naming the differences); else record this one."
     f = Path(out)/'compare.json'
+    fix = (f"it records what this folder's comparison was asked. To repeat that comparison, delete it and run the same command "
+           f"again (the finished runs under runs/ are reused); else choose another --out")
     if f.exists():
-        old = json.loads(f.read_text())
+        old = read_json(f, fix)
+        if not isinstance(old, dict): raise ValueError(f"{str(f)!r} does not hold a mapping: {fix}")
         diff = [f"{k}: the folder has {old.get(k)!r}, this run asks {v!r}" for k, v in record.items() if old.get(k) != v]
         if diff: raise FileExistsError(f"{str(out)!r} holds a comparison made with other arguments ({'; '.join(diff)}): "
                                        f"choose another output folder, or repeat the same arguments to resume it")
@@ -119,6 +173,51 @@ def run_dir(out:Path, spec, shots:int, seed:int)->Path:
 def finished(d:Path)->bool:
     "Whether the run in `d` completed (its metrics and resources are written)."
     return (d/'metrics.json').is_file() and (d/'resources.json').is_file()
+
+# %% ../nbs/42_compare.ipynb #4d50b824
+class FolderInUseError(FileExistsError):
+    "Another running process holds the folder's lock."
+
+def lock_details()->dict:
+    "Who holds a lock: this process's id, host, start time and command line."
+    return dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime('%Y-%m-%d %H:%M:%S'), command=shlex.join(sys.argv))
+
+def read_holder(path:Path, wait:float=0.)->dict:
+    "What a lock file says of its holder ({} if nothing yet), waiting up to `wait` seconds for a holder that is writing it."
+    for _ in range(int(wait / 0.05) + 1):
+        with contextlib.suppress(OSError, ValueError):
+            if isinstance(info := json.loads(Path(path).read_text()), dict): return info
+        if wait: time.sleep(0.05)
+    return {}
+
+def holder_text(info:dict)->str:
+    "A lock's holder, in words."
+    return f"process {info.get('pid', '?')} on {info.get('host', '?')} (since {info.get('started', '?')}: {info.get('command', '?')})"
+
+def _lock_fd(path:Path)->int:
+    "An open descriptor of `path`, locked for this process (retried if the holder removed the file as it let go)."
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FolderInUseError(f"{str(path.parent)!r} is in use by {holder_text(read_holder(path, wait=1.))}: wait for it "
+                                   f"to end, or stop it (its lock is {str(path)!r})") from None
+        if path.exists() and path.stat().st_ino == os.fstat(fd).st_ino: return fd
+        os.close(fd)
+
+@contextlib.contextmanager
+def folder_lock(folder:Path, # the folder to hold (created if missing)
+                name:str='.lock', # the lock file's name in it
+                log=print, # where the note about a stale lock goes
+               ):
+    "Hold `folder` for this process: another process is refused naming this one; a dead holder's lock is taken over with a note."
+    path = Path(folder)/name; path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _lock_fd(path)
+    if old := read_holder(path): log(f"note: took over the lock of {str(folder)!r} from {holder_text(old)}, which ended without letting go")
+    os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(lock_details()).encode(), 0); os.fsync(fd)
+    try: yield path
+    finally: path.unlink(missing_ok=True); os.close(fd)
 
 # %% ../nbs/42_compare.ipynb #cb363027
 def write_request(d:Path, config, overrides:dict):
@@ -133,12 +232,25 @@ def peak_memory()->dict:
 
 def run_one(d:Path)->dict:
     "Run the request stored in `d` (resuming from its checkpoint), then record its resources."
-    req, t0 = json.loads((Path(d)/'request.json').read_text()), time.time()
+    req, t0 = read_json(Path(d)/'request.json', "run the comparison again: it writes the request anew"), time.time()
     cfg = load_config(req['config'], req['overrides'])
     run(cfg, resume=has_checkpoint(Path(d)/'checkpoints'), progress=False, log=lambda *a: None)
     res = dict(peak_memory(), wall_seconds=round(time.time() - t0, 2))
     atomic_write(Path(d)/'resources.json', json.dumps(res))
     return res
+
+def _watch_parent(parent:int):
+    while os.getppid() == parent: time.sleep(0.5)
+    os._exit(1)
+
+def die_with_parent(parent:int, # the process this one must not outlive
+                   ):
+    "End this process when `parent` ends: the kernel's parent-death signal on Linux, else a thread watching the parent's id."
+    asked = False
+    if sys.platform.startswith('linux'):
+        with contextlib.suppress(OSError, AttributeError): asked = ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) == 0  # PR_SET_PDEATHSIG
+    if not asked: threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent: os._exit(1)  # it ended before we asked
 
 # %% ../nbs/42_compare.ipynb #7f15f4ec
 def child_env(slot:int, jobs:int)->dict:
@@ -149,10 +261,17 @@ def child_env(slot:int, jobs:int)->dict:
     return env
 
 def launch(d:Path, slot:int, jobs:int)->subprocess.Popen:
-    "Start the child process of the run in `d`; its output goes to `d/log.txt`."
-    log = open(d/'log.txt', 'a')
-    return subprocess.Popen([sys.executable, '-m', 'clip_strategies.compare', '--one', str(d)], stdout=log,
-                            stderr=subprocess.STDOUT, env=child_env(slot, jobs))
+    "Start the child process of the run in `d` (it dies with this process); its output goes to `d/log.txt`."
+    with open(d/'log.txt', 'a') as log:
+        return subprocess.Popen([sys.executable, '-m', 'clip_strategies.compare', '--one', str(d), '--parent', str(os.getpid())],
+                                stdout=log, stderr=subprocess.STDOUT, env=child_env(slot, jobs))
+
+def stop(children):
+    "End the children still running (a run cut short keeps its checkpoints, and resumes from them)."
+    for p in children: p.terminate()
+    for p in children:
+        try: p.wait(10)
+        except subprocess.TimeoutExpired: p.kill(); p.wait()
 
 def tail(path:Path, n:int=5)->str:
     "The last `n` lines of a text file."
@@ -164,32 +283,36 @@ def run_grid(todo:list, # run folders still to do (each holds its request)
              jobs:int=1, # children at once
              progress:bool=True, # a progress bar over the grid
             )->list: # the folders whose run failed
-    "Run the children, at most `jobs` at once; return the failed ones."
+    "Run the children, at most `jobs` at once; return the failed ones. On an error or Ctrl-C the running children are ended."
     pending, running, failed = list(todo), {}, []
     bar = tqdm(total=total, initial=total - len(todo), desc='runs', disable=not progress, unit='run')
-    while pending or running:
-        while pending and len(running) < jobs:
-            slot = min(set(range(jobs)) - {s for _, s in running.values()})
-            d = pending.pop(0); running[launch(d, slot, jobs)] = (d, slot)
-        time.sleep(0.1)
-        for p in [p for p in running if p.poll() is not None]:
-            d, _ = running.pop(p)
-            if p.returncode != 0 or not finished(d):
-                failed.append(d); tqdm.write(f"run {d} failed (exit {p.returncode}):\n{tail(d/'log.txt')}")
-            bar.update(1)
-    bar.close()
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                slot = min(set(range(jobs)) - {s for _, s in running.values()})
+                d = pending.pop(0); running[launch(d, slot, jobs)] = (d, slot)
+            time.sleep(0.1)
+            for p in [p for p in running if p.poll() is not None]:
+                d, _ = running.pop(p)
+                if p.returncode != 0 or not finished(d):
+                    failed.append(d); tqdm.write(f"run {d} failed (exit {p.returncode}):\n{tail(d/'log.txt')}")
+                bar.update(1)
+    finally: stop(list(running)); bar.close()
     return failed
 
 # %% ../nbs/42_compare.ipynb #ea2c1db8
 def run_row(d:Path, spec, shots:int, seed:int)->dict:
-    "The table row of the finished run in `d`."
-    m, r = (json.loads((Path(d)/f).read_text()) for f in ('metrics.json', 'resources.json'))
-    row = dict(strategy=strategy_label(spec), shots=shots, seed=seed, task=m['task'], dataset=m['dataset'],
-               accuracy=m.get('accuracy'), accuracy_before=m['before'].get('accuracy'), nll=m.get('nll'), ece=m.get('ece'),
-               i2t_r1=m.get('i2t_r1'), t2i_r1=m.get('t2i_r1'), i2t_r5=m.get('i2t_r5'), t2i_r5=m.get('t2i_r5'),
-               i2t_r1_before=m['before'].get('i2t_r1'), t2i_r1_before=m['before'].get('t2i_r1'), trainable_params=m['trainable_params'],
-               total_params=m['total_params'], train_seconds=m['train_seconds'], **r)
-    row |= {f'{n}_accuracy': (v['after'] or {}).get('accuracy') for n, v in m.get('also', {}).items()}
+    "The table row of the finished run in `d` (an unreadable one is an error naming the file and the way out)."
+    fix = f"delete the run's folder {str(d)!r} and run the same command again: the comparison runs it anew"
+    m, r = (read_json(Path(d)/f, fix) for f in ('metrics.json', 'resources.json'))
+    try:
+        row = dict(strategy=strategy_label(spec), shots=shots, seed=seed, task=m['task'], dataset=m['dataset'],
+                   accuracy=m.get('accuracy'), accuracy_before=m['before'].get('accuracy'), nll=m.get('nll'), ece=m.get('ece'),
+                   i2t_r1=m.get('i2t_r1'), t2i_r1=m.get('t2i_r1'), i2t_r5=m.get('i2t_r5'), t2i_r5=m.get('t2i_r5'),
+                   i2t_r1_before=m['before'].get('i2t_r1'), t2i_r1_before=m['before'].get('t2i_r1'), trainable_params=m['trainable_params'],
+                   total_params=m['total_params'], train_seconds=m['train_seconds'], **r)
+        row |= {f'{n}_accuracy': (v['after'] or {}).get('accuracy') for n, v in m.get('also', {}).items()}
+    except (KeyError, TypeError, AttributeError) as e: raise ValueError(f"{str(Path(d)/'metrics.json')!r} is not a run's metrics (no {e}): {fix}") from None
     return row | ({'harmonic_mean': m['base_to_new']['harmonic_mean']} if m.get('base_to_new') else {})
 
 def write_table(rows:list, out:Path)->tuple:
@@ -234,7 +357,7 @@ def summary(rows:list, # the table's rows
                for k in dict.fromkeys(k for r in rs for k in r) if k != 'seed'}
         scores = [score(r) for r in rs]
         m, sd = (None, None) if None in scores else mean_std(scores)
-        out.append(row | dict(strategy=s, shots=shots, seeds=len(rs), score=m, spread=sd, before=score(rs[0], before=True)))
+        out.append(row | dict(strategy=s, shots=shots, seeds=len({r.get('seed') for r in rs}), score=m, spread=sd, before=score(rs[0], before=True)))
     return sorted(out, key=lambda r: (r['score'] is None, -(r['score'] or 0)))
 
 def ranking_table(rows:list)->str:
@@ -274,33 +397,48 @@ def plot_compare(rows:list, # the table's rows
     return fig
 
 # %% ../nbs/42_compare.ipynb #1cc81acc
+class ComparisonInterrupted(KeyboardInterrupt):
+    "A comparison stopped by Ctrl-C; its message says how many runs are finished and saved."
+
+def run_missing(out:Path, grid:list, config, overrides:dict, jobs:int=1, progress:bool=True)->list:
+    "Write the request of every run of `grid` not yet finished, and run them; return the failed ones."
+    todo = [(g, run_dir(out, *g)) for g in grid if not finished(run_dir(out, *g))]
+    for (s, k, seed), d in todo: write_request(d, config, run_overrides(s, k, seed, d, overrides))
+    try: return run_grid([d for _, d in todo], len(grid), jobs, progress)
+    except KeyboardInterrupt:
+        done = sum(finished(run_dir(out, *g)) for g in grid)
+        raise ComparisonInterrupted(f"{done} of {len(grid)} runs are finished and saved in {str(Path(out)/'runs')!r} "
+                                    f"(a run cut short resumes from its last checkpoint, if it saved one)") from None
+
 def compare(strategies:list|None=None, # names, combinations ('lora+coop' or lists); None: every registered strategy
             shots:list=(1, 2, 4, 8, 16), # training images per class
             seeds:list=(1, 2, 3), # split and training seeds (CoOp's)
             config='mini', # a shipped config name or a YAML file (None: the defaults)
             overrides:dict|None=None, # more config keys for every run
-            out='output/compare', # the comparison's folder
+            out='output/compare', # the comparison's folder (new, empty, or a comparison's)
             jobs:int=1, # runs at once
             progress:bool=True, # a progress bar over the grid
            )->dict: # rows, failed run folders, the folder and the wall seconds
     "Run every strategy over shots and seeds (resuming the folder's earlier runs); write the table, the plots and the ranking."
     if not isinstance(jobs, int) or jobs < 1: raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
-    specs, cfg, over, shots, seeds = check_strategies(list(strategies or list_strategies())), resolve_config(config), dict(overrides or {}), list(shots), list(seeds)
+    strategies = [strategies] if isinstance(strategies, str) else strategies
+    specs = check_strategies(list_strategies() if strategies is None else list(strategies))
+    cfg, over, shots, seeds = resolve_config(config), dict(overrides or {}), list(shots), list(seeds)
     task, built = check_grid(specs, shots, seeds, cfg, over)
     refused = task_refusals(built, task)
     if refused and strategies is not None: raise ValueError(' '.join(refused.values()))
     specs, shots = [s for s in specs if strategy_label(s) not in refused], shots if task == 'classification' else [max(shots)]
     out, t0 = Path(out), time.time()
-    check_compare_dir(out, compare_record(specs, shots, seeds, cfg, over))
-    grid = [(s, k, seed) for k in shots for seed in seeds for s in specs]
-    todo = [d for d in (run_dir(out, *g) for g in grid) if not finished(d)]
-    for (s, k, seed), d in ((g, run_dir(out, *g)) for g in grid):
-        if d in todo: write_request(d, cfg, run_overrides(s, k, seed, d, over))
-    failed = run_grid(todo, len(grid), jobs, progress)
-    rows = [run_row(run_dir(out, *g), *g) for g in grid if finished(run_dir(out, *g))]
-    if rows:
-        write_table(rows, out); atomic_write(out/'ranking.md', ranking_table(rows) + '\n')
-        plt.close(plot_compare(rows, out/'compare.png'))
+    check_out_folder(out)
+    with folder_lock(out):
+        check_compare_dir(out, compare_record(specs, shots, seeds, cfg, over))
+        grid = [(s, k, seed) for k in shots for seed in seeds for s in specs]
+        for g in [g for g in grid if finished(run_dir(out, *g))]: run_row(run_dir(out, *g), *g)  # an unreadable one is named now
+        failed = run_missing(out, grid, cfg, over, jobs, progress)
+        rows = [run_row(run_dir(out, *g), *g) for g in grid if finished(run_dir(out, *g))]
+        if rows:
+            write_table(rows, out); atomic_write(out/'ranking.md', ranking_table(rows) + '\n')
+            plt.close(plot_compare(rows, out/'compare.png'))
     return dict(rows=rows, failed=[str(d) for d in failed], out=out, seconds=round(time.time() - t0, 1), left_out=sorted(refused))
 
 # %% ../nbs/42_compare.ipynb #7b111354
@@ -319,24 +457,43 @@ def parse_compare_args(argv=None)->argparse.Namespace:
     p.add_argument('--shots', type=comma_list(int), default=[1, 2, 4, 8, 16], help="training images per class, e.g. 1,2,4,8,16")
     p.add_argument('--seeds', type=comma_list(int), default=[1, 2, 3], help="split and training seeds, e.g. 1,2,3")
     p.add_argument('--jobs', type=int, default=1, help="runs at once (one per GPU where there are several)")
-    p.add_argument('--out', default='output/compare', help="the comparison's folder (a rerun with the same arguments resumes)")
+    p.add_argument('--out', default='output/compare', help="the comparison's folder: new, empty, or a comparison's (the same arguments resume it)")
     p.add_argument('--no-progress', action='store_true', help="no progress bar")
     p.add_argument('--one', default=None, help=argparse.SUPPRESS)  # a child process: run the request in this folder
+    p.add_argument('--parent', type=int, default=None, help=argparse.SUPPRESS)  # the child's parent: it dies with it
     p.add_argument('overrides', nargs='*', metavar='KEY VALUE', help="config overrides for every run, e.g. OPTIM.MAX_EPOCH 5")
     return p.parse_args(argv)
 
+def run_child(d:Path, parent:int|None)->int:
+    "A child process: run the request in `d`, dying with `parent`; Ctrl-C ends it with one line."
+    if parent: die_with_parent(parent)
+    print(f"process {os.getpid()} runs {d}", flush=True)
+    try: run_one(d); return 0
+    except KeyboardInterrupt: print("interrupted", file=sys.stderr); return 130
+
+def report(res:dict):
+    "What a finished comparison prints: the ranking and where the tables are, or that none was written."
+    if res['left_out']: print(f"note: left out {', '.join(res['left_out'])}: they cannot train for this dataset's task")
+    if res['rows']:
+        print(ranking_table(res['rows']))
+        print(f"{len(res['rows'])} runs in {res['out']} (results.csv, results.json, ranking.md, compare.png); {res['seconds']:.0f} s")
+    else: print(f"no run finished, so no table was written in {res['out']}", file=sys.stderr)
+    if res['failed']: print(f"{len(res['failed'])} run(s) failed (see their log.txt): run the same command again to retry them", file=sys.stderr)
+
 def compare_main(argv=None)->int:
     "Entry point of `clip_strategies_compare`."
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_compare_args(argv)
-    if args.one: run_one(Path(args.one)); return 0
+    if args.one: return run_child(Path(args.one), args.parent)
     try: res = compare(args.strategies, args.shots, args.seeds, args.config, parse_overrides(args.overrides), args.out,
                        args.jobs, not args.no_progress)
+    except KeyboardInterrupt as e:
+        saved = str(e) or f"the runs finished so far are kept in {str(Path(args.out)/'runs')!r}"
+        print(f"interrupted: {saved}; to resume, run the same command: {shlex.join(['clip_strategies_compare', *argv])}", file=sys.stderr)
+        return 130
     except RUN_ERRORS as e: print(f"clip_strategies_compare: error: {e}", file=sys.stderr); return 1
     except USER_ERRORS as e: print(f"clip_strategies_compare: error: {e.args[0] if e.args else e}", file=sys.stderr); return 2
-    if res['left_out']: print(f"note: left out {', '.join(res['left_out'])}: they cannot train for this dataset's task")
-    if res['rows']: print(ranking_table(res['rows']))
-    print(f"{len(res['rows'])} runs in {res['out']} (results.csv, results.json, ranking.md, compare.png); {res['seconds']:.0f} s")
-    if res['failed']: print(f"{len(res['failed'])} run(s) failed (see their log.txt): run the same command again to retry them", file=sys.stderr)
+    report(res)
     return 1 if res['failed'] else 0
 
 # %% ../nbs/42_compare.ipynb #01f2a40c
