@@ -4,7 +4,7 @@
 
 # %% ../nbs/41_cli.ipynb #e61acc3b
 from __future__ import annotations
-import argparse, json, shlex, shutil, sys, time, warnings
+import argparse, contextlib, json, shlex, shutil, sys, time, warnings
 from pathlib import Path
 
 # %% auto #0
@@ -14,7 +14,7 @@ __all__ = ['other_test_sets', 'RUN_FILES', 'USER_ERRORS', 'RUN_ERRORS', 'backbon
 
 # %% ../nbs/41_cli.ipynb #6ae51048
 from torchvision import transforms as T
-from .core import count_params, seed_everything, save_safetensors, atomic_write, is_main_process, process_rank
+from .core import count_params, seed_everything, save_safetensors, atomic_write, is_main_process, process_rank, folder_lock
 from .models import load_clip, WeightsUnavailableError
 from .data import get_dataset, few_shot_splits, build_transform, dataset_attr, DatasetUnavailableError, UnreadableImageError
 from .zeroshot import warn_unseen_words, UnseenWordsWarning
@@ -161,17 +161,18 @@ def run(cfg:Config, # a validated config (`load_config`)
     "Train and evaluate as `cfg` says; write config.yaml, metrics.json, model.safetensors (and learned.safetensors); return the metrics."
     out, main = Path(cfg['OUTPUT_DIR']), is_main_process()
     check_output_dir(out, resume, restart)
-    if restart and main and (gone := clear_run(out)): log(f"note: --restart: deleted {', '.join(gone)} in {str(out)!r}")
-    res = train(cfg, resume, progress, log if main else (lambda *a: None))
-    m = res['metrics']
-    if main:
-        cfg.dump(out/'config.yaml')
-        save_safetensors(res['model'].state_dict(), out/'model.safetensors', metadata=dict(backbone=cfg['MODEL.BACKBONE.NAME'], strategy=m['strategy']))
-        atomic_write(out/'metrics.json', json.dumps(m, indent=2))
-        if res['strategy'].learned_names(res['model']) or res['strategy'].fitted_state():  # what it added or fitted, alone: for `load_learned`
-            save_learned(res['strategy'], res['model'], out/'learned.safetensors', cfg['MODEL.BACKBONE.NAME'])
-        log(f"{m['strategy']} on {cfg['DATASET.NAME']}: before {headline(m['before'], m['task'])} -> after {headline(m, m['task'])}")
-    if res['learner'] is not None: res['learner'].accelerator.wait_for_everyone()
+    with folder_lock(out, log=log) if main else contextlib.nullcontext():  # a second run into OUTPUT_DIR is refused
+        if restart and main and (gone := clear_run(out)): log(f"note: --restart: deleted {', '.join(gone)} in {str(out)!r}")
+        res = train(cfg, resume, progress, log if main else (lambda *a: None))
+        m = res['metrics']
+        if main:
+            cfg.dump(out/'config.yaml')
+            save_safetensors(res['model'].state_dict(), out/'model.safetensors', metadata=dict(backbone=cfg['MODEL.BACKBONE.NAME'], strategy=m['strategy']))
+            atomic_write(out/'metrics.json', json.dumps(m, indent=2))
+            if res['strategy'].learned_names(res['model']) or res['strategy'].fitted_state():  # what it added or fitted, alone: for `load_learned`
+                save_learned(res['strategy'], res['model'], out/'learned.safetensors', cfg['MODEL.BACKBONE.NAME'])
+            log(f"{m['strategy']} on {cfg['DATASET.NAME']}: before {headline(m['before'], m['task'])} -> after {headline(m, m['task'])}")
+        if res['learner'] is not None: res['learner'].accelerator.wait_for_everyone()
     return m
 
 # %% ../nbs/41_cli.ipynb #b9e91171

@@ -12,17 +12,16 @@ from pathlib import Path
 __all__ = ['GRID_KEYS', 'parse_strategy', 'strategy_label', 'check_distinct', 'check_strategies', 'reads_key',
            'strategy_overrides', 'run_overrides', 'check_overrides', 'check_combinations', 'check_grid',
            'task_refusals', 'compare_record', 'read_json', 'check_out_folder', 'check_compare_dir', 'run_dir',
-           'finished', 'FolderInUseError', 'lock_details', 'read_holder', 'holder_text', 'folder_lock', 'write_request',
-           'peak_memory', 'run_one', 'die_with_parent', 'child_env', 'launch', 'stop', 'tail', 'run_grid', 'run_row',
-           'write_table', 'score', 'mean_std', 'seed_mean', 'summary', 'ranking_table', 'plot_compare',
-           'ComparisonInterrupted', 'run_missing', 'compare', 'comma_list', 'parse_compare_args', 'run_child', 'report',
-           'compare_main']
+           'finished', 'write_request', 'peak_memory', 'run_one', 'die_with_parent', 'child_env', 'launch', 'stop',
+           'tail', 'run_grid', 'run_row', 'write_table', 'score', 'mean_std', 'seed_mean', 'summary', 'ranking_table',
+           'plot_compare', 'ComparisonInterrupted', 'run_missing', 'compare', 'comma_list', 'parse_compare_args',
+           'run_child', 'report', 'compare_main']
 
 # %% ../nbs/42_compare.ipynb #2317be11
 import torch
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
-from .core import atomic_write, close_matches
+from .core import atomic_write, close_matches, folder_lock, FolderInUseError
 from .models import load_clip
 from .data import get_dataset, few_shot_indices
 from .strategy import list_strategies, get_strategy, StrategyError, Combined
@@ -173,51 +172,6 @@ def run_dir(out:Path, spec, shots:int, seed:int)->Path:
 def finished(d:Path)->bool:
     "Whether the run in `d` completed (its metrics and resources are written)."
     return (d/'metrics.json').is_file() and (d/'resources.json').is_file()
-
-# %% ../nbs/42_compare.ipynb #4d50b824
-class FolderInUseError(FileExistsError):
-    "Another running process holds the folder's lock."
-
-def lock_details()->dict:
-    "Who holds a lock: this process's id, host, start time and command line."
-    return dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime('%Y-%m-%d %H:%M:%S'), command=shlex.join(sys.argv))
-
-def read_holder(path:Path, wait:float=0.)->dict:
-    "What a lock file says of its holder ({} if nothing yet), waiting up to `wait` seconds for a holder that is writing it."
-    for _ in range(int(wait / 0.05) + 1):
-        with contextlib.suppress(OSError, ValueError):
-            if isinstance(info := json.loads(Path(path).read_text()), dict): return info
-        if wait: time.sleep(0.05)
-    return {}
-
-def holder_text(info:dict)->str:
-    "A lock's holder, in words."
-    return f"process {info.get('pid', '?')} on {info.get('host', '?')} (since {info.get('started', '?')}: {info.get('command', '?')})"
-
-def _lock_fd(path:Path)->int:
-    "An open descriptor of `path`, locked for this process (retried if the holder removed the file as it let go)."
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise FolderInUseError(f"{str(path.parent)!r} is in use by {holder_text(read_holder(path, wait=1.))}: wait for it "
-                                   f"to end, or stop it (its lock is {str(path)!r})") from None
-        if path.exists() and path.stat().st_ino == os.fstat(fd).st_ino: return fd
-        os.close(fd)
-
-@contextlib.contextmanager
-def folder_lock(folder:Path, # the folder to hold (created if missing)
-                name:str='.lock', # the lock file's name in it
-                log=print, # where the note about a stale lock goes
-               ):
-    "Hold `folder` for this process: another process is refused naming this one; a dead holder's lock is taken over with a note."
-    path = Path(folder)/name; path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _lock_fd(path)
-    if old := read_holder(path): log(f"note: took over the lock of {str(folder)!r} from {holder_text(old)}, which ended without letting go")
-    os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(lock_details()).encode(), 0); os.fsync(fd)
-    try: yield path
-    finally: path.unlink(missing_ok=True); os.close(fd)
 
 # %% ../nbs/42_compare.ipynb #cb363027
 def write_request(d:Path, config, overrides:dict):

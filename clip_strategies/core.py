@@ -4,13 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #a7cf99ba
 from __future__ import annotations
-import os, random, tempfile, difflib, contextlib
+import os, random, tempfile, difflib, contextlib, fcntl, json, shlex, socket, sys, time
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'get_device', 'best_precision', 'seed_everything', 'process_rank', 'is_main_process', 'UnknownNameError',
            'close_matches', 'unknown_name', 'check_name', 'cache_dir', 'atomic_write', 'save_safetensors',
-           'read_safetensors', 'load_state_dict', 'trainable_numel', 'count_params', 'ToRGB']
+           'read_safetensors', 'load_state_dict', 'FolderInUseError', 'lock_details', 'read_holder', 'holder_text',
+           'folder_lock', 'trainable_numel', 'count_params', 'ToRGB']
 
 # %% ../nbs/00_core.ipynb #b8ec3c6b
 import numpy as np
@@ -151,6 +152,55 @@ def load_state_dict(path:str|Path, # a .safetensors file, or a torch file holdin
             raise ValueError(f"Cannot read checkpoint {str(path)!r}: it is truncated or not a weights file ({type(e).__name__}: {e})") from e
     if isinstance(sd, dict) and 'state_dict' in sd: sd = sd['state_dict']
     return {(k[7:] if k.startswith('module.') else k): v for k,v in sd.items()}
+
+# %% ../nbs/00_core.ipynb #4918ef09
+class FolderInUseError(FileExistsError):
+    "Another running process holds the folder's lock."
+
+def lock_details()->dict:
+    "Who holds a lock: this process's id, host, start time and command line."
+    return dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime('%Y-%m-%d %H:%M:%S'), command=shlex.join(sys.argv))
+
+def read_holder(path:Path, wait:float=0.)->dict:
+    "What a lock file says of its holder ({} if nothing yet), waiting up to `wait` seconds for a holder that is writing it."
+    for _ in range(int(wait / 0.05) + 1):
+        with contextlib.suppress(OSError, ValueError):
+            if isinstance(info := json.loads(Path(path).read_text()), dict): return info
+        if wait: time.sleep(0.05)
+    return {}
+
+def holder_text(info:dict)->str:
+    "A lock's holder, in words."
+    return f"process {info.get('pid', '?')} on {info.get('host', '?')} (since {info.get('started', '?')}: {info.get('command', '?')})"
+
+# %% ../nbs/00_core.ipynb #d59b47ca
+def _lock_fd(path:Path)->int:
+    "An open descriptor of `path`, locked for this process (retried if the holder removed the file as it let go)."
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FolderInUseError(f"{str(path.parent)!r} is in use by {holder_text(read_holder(path, wait=1.))}: wait for it "
+                                   f"to end, or stop it (its lock is {str(path)!r})") from None
+        if path.exists() and path.stat().st_ino == os.fstat(fd).st_ino: return fd
+        os.close(fd)
+
+@contextlib.contextmanager
+def folder_lock(folder:Path, # the folder to hold (created if missing)
+                name:str='.lock', # the lock file's name in it
+                log=print, # where the note about a stale lock goes
+               ):
+    "Hold `folder` for this process: another process is refused naming this one; a dead holder's lock is taken over with a note."
+    folder = Path(folder); created = not folder.exists()
+    path = folder/name; folder.mkdir(parents=True, exist_ok=True)
+    fd = _lock_fd(path)
+    if old := read_holder(path): log(f"note: took over the lock of {str(folder)!r} from {holder_text(old)}, which ended without letting go")
+    os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(lock_details()).encode(), 0); os.fsync(fd)
+    try: yield path
+    finally:
+        path.unlink(missing_ok=True); os.close(fd)
+        if created and not any(folder.iterdir()): folder.rmdir()  # refused before writing anything: leave no trace
 
 # %% ../nbs/00_core.ipynb #18caf677
 def trainable_numel(p:torch.Tensor)->int:

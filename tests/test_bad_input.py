@@ -85,3 +85,16 @@ def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):  # item 12
     assert 'interrupted: the checkpoint after epoch' in err and '--resume' in err, err
     again = err.split('continue with: clip_strategies_train ')[1].split()
     assert again[-1] == '--resume' and 'OPTIM.MAX_EPOCH' in again
+
+def test_a_second_run_into_an_output_dir_in_use_is_refused(tmp_path, capsys):  # item 11, the train command
+    out = tmp_path/'o'
+    args = QUICK + ['TRAINER.NAME', 'bitfit', 'OPTIM.MAX_EPOCH', '400', 'OUTPUT_DIR', str(out)]
+    p = subprocess.Popen([sys.executable, '-m', 'clip_strategies.cli', *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list((out/'checkpoints').glob('last.json')) and time.time() < deadline and p.poll() is None: time.sleep(0.2)
+        err = refused(capsys, args + ['--resume'], f'is in use by process {p.pid}', '.lock')
+        assert p.poll() is None, 'the first run was disturbed'
+    finally: p.kill(); p.wait()
+    assert train_main(args[:-4] + ['OPTIM.MAX_EPOCH', '2', 'OUTPUT_DIR', str(out), '--resume']) == 0, capsys.readouterr().err  # a dead holder's lock is taken over
+    assert 'took over the lock' in capsys.readouterr().out
