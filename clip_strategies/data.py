@@ -4,20 +4,21 @@
 
 # %% ../nbs/04_data.ipynb #428480dc
 from __future__ import annotations
-import os, re, csv, json, math, random, socket, inspect, functools, contextlib
+import os, io, re, csv, json, math, random, socket, inspect, functools, contextlib
 from pathlib import Path
 from typing import Callable
 
 # %% auto #0
 __all__ = ['OPENAI_TEMPLATES', 'IMAGENET7_TEMPLATES', 'DATASET_TEMPLATES', 'TEMPLATE_SETS', 'DATASET_ALIASES', 'SPLITS',
            'IMAGE_EXTENSIONS', 'SPLIT_SEED', 'TORCHVISION_DATASETS', 'EUROSAT_CLASSNAMES', 'CALTECH101_CLASSNAMES',
-           'CALTECH101_IGNORED', 'SUBSAMPLE_CHOICES', 'CLIP_MEAN', 'CLIP_STD', 'TRANSFORM_NAMES', 'RANDOM_TRANSFORMS',
-           'INTERPOLATIONS', 'check_templates', 'get_templates', 'register_dataset', 'list_datasets', 'get_dataset',
-           'UnreadableImageError', 'load_image', 'ClassificationDataset', 'LabeledSubset', 'stratified_split',
-           'image_folder', 'DatasetUnavailableError', 'data_dir', 'socket_timeout', 'open_torchvision',
-           'torchvision_dataset', 'read_captions', 'CaptionDataset', 'caption_dataset', 'few_shot_indices',
-           'class_halves', 'ClassSubset', 'subsample_classes', 'few_shot_splits', 'check_transform_names',
-           'build_transform', 'has_random_augmentation', 'dataset_attr', 'has_classes', 'random_augmentation']
+           'CALTECH101_IGNORED', 'RECALL_KS', 'SUBSAMPLE_CHOICES', 'CLIP_MEAN', 'CLIP_STD', 'TRANSFORM_NAMES',
+           'RANDOM_TRANSFORMS', 'INTERPOLATIONS', 'check_templates', 'get_templates', 'register_dataset',
+           'list_datasets', 'get_dataset', 'UnreadableImageError', 'load_image', 'ClassificationDataset',
+           'LabeledSubset', 'stratified_split', 'image_folder', 'DatasetUnavailableError', 'data_dir', 'socket_timeout',
+           'open_torchvision', 'torchvision_dataset', 'text_lines', 'read_captions', 'CaptionDataset',
+           'check_retrieval_size', 'caption_dataset', 'few_shot_indices', 'class_halves', 'ClassSubset',
+           'subsample_classes', 'few_shot_splits', 'check_transform_names', 'build_transform',
+           'has_random_augmentation', 'dataset_attr', 'has_classes', 'random_augmentation']
 
 # %% ../nbs/04_data.ipynb #16aabdf7
 import torch
@@ -427,21 +428,47 @@ def torchvision_dataset(key:str, # a name in `TORCHVISION_DATASETS`
 for _name in TORCHVISION_DATASETS: register_dataset(_name)(functools.partial(torchvision_dataset, _name))
 
 # %% ../nbs/04_data.ipynb #63248d77
+def text_lines(path:Path, # a text file
+              )->list[tuple[int, str]]: # (line number, line without its end)
+    "The lines of a UTF-8 text file (a BOM allowed); a line that is not UTF-8 is refused naming the file and the line."
+    out = []
+    for i, raw in enumerate(Path(path).read_bytes().splitlines(), 1):
+        try: out.append((i, raw.decode('utf-8-sig' if i == 1 else 'utf-8')))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{str(path)}:{i}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line); "
+                             "save the file as UTF-8") from None
+    return out
+
+def _csv_rows(path:Path)->list[tuple[int, dict]]:
+    "`(line number, row)` pairs of a CSV file whose first line is a header naming `image` and `caption`."
+    lines = text_lines(path)
+    if not any(l.strip() for _, l in lines): return []
+    reader = csv.DictReader(io.StringIO(''.join(l + '\n' for _, l in lines)))
+    header = [h.strip() for h in reader.fieldnames or []]
+    if not {'image', 'caption'} <= set(header):
+        first = lines[0][1] if lines else ''
+        raise ValueError(f"{str(path)}:1: expected a header row naming the columns 'image' and 'caption' (any order, more "
+                         f"columns ignored), got {first!r}; a file without one needs the line 'image,caption' on top")
+    reader.fieldnames = header
+    return [(reader.line_num, row) for row in reader]
+
+def _jsonl_rows(path:Path)->list[tuple[int, dict]]:
+    "`(line number, parsed object)` pairs of the non-blank lines of a JSONL file."
+    rows = []
+    for i, line in text_lines(path):
+        if not line.strip(): continue
+        try: rows.append((i, json.loads(line)))
+        except json.JSONDecodeError as e: raise ValueError(f"{str(path)}:{i}: not a JSON object ({e})") from e
+    return rows
+
 def _caption_rows(path:Path)->list[tuple[int, dict]]:
     "`(line number, row)` pairs of a CSV or JSONL file."
     suffix = path.suffix.lower()
-    if suffix == '.csv':
-        with open(path, newline='', encoding='utf-8') as f: return [(i, row) for i,row in enumerate(csv.DictReader(f), 2)]
-    if suffix in ('.jsonl', '.ndjson'):
-        rows = []
-        with open(path, encoding='utf-8') as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip(): continue
-                try: rows.append((i, json.loads(line)))
-                except json.JSONDecodeError as e: raise ValueError(f"{str(path)}:{i}: not a JSON object ({e})") from e
-        return rows
+    if suffix == '.csv': return _csv_rows(path)
+    if suffix in ('.jsonl', '.ndjson'): return _jsonl_rows(path)
     raise ValueError(f"Caption file {str(path)!r} must end in .csv or .jsonl, got {suffix!r}")
 
+# %% ../nbs/04_data.ipynb #875e065c
 def read_captions(path, # a .csv (header with `image`, `caption`) or .jsonl file
                  )->list[tuple[str, str]]:
     "`(image path, caption)` pairs from a caption file; image paths are resolved relative to the file."
@@ -482,10 +509,22 @@ class CaptionDataset(Dataset):
         return (self.transform(img) if self.transform is not None else img), caption
     def __repr__(self): return f"{type(self).__name__}({self.name!r}: {len(self)} pairs)"
 
+# %% ../nbs/04_data.ipynb #601e1056
+RECALL_KS = (1, 5, 10)  # the K of the retrieval metrics' recall@K
+
+def check_retrieval_size(n_images:int, # distinct images of the set
+                         n_captions:int, # its captions
+                         name:str, # the set, for the message (e.g. "The test split 'caps/test.jsonl'")
+                        ):
+    "Refuse a retrieval set with fewer images than the largest recall K: its recall@K would be 100% by construction."
+    k = max(RECALL_KS)
+    if n_images < k: raise ValueError(f"{name} has {n_images} image(s) ({n_captions} caption(s)), fewer than {k}, the largest "
+                                      f"recall K: text→image recall@{k} would be 100% whatever the model; give it at least {k} images")
+
 # %% ../nbs/04_data.ipynb #59e88448
 @register_dataset('captions')
 def caption_dataset(root, # a .csv/.jsonl caption file, or a folder with `{split}.jsonl` or `{split}.csv`
-                    split:str='test', # which file of a folder to read
+                    split:str='test', # which file of a folder to read (any split but 'train' needs `max(RECALL_KS)` images)
                     transform:Callable|None=None, # applied to each PIL image
                    )->CaptionDataset:
     "Image–caption pairs from a caption file, or from a folder's per-split caption file."
@@ -497,7 +536,9 @@ def caption_dataset(root, # a .csv/.jsonl caption file, or a folder with `{split
         if not found: raise FileNotFoundError(f"No {split} captions in {str(root)!r}: expected {split}.jsonl or {split}.csv, found {_list_dir(root)}")
         path = found[0]
     else: raise FileNotFoundError(f"Dataset root {str(root)!r} does not exist (a caption file or a folder of them)")
-    return CaptionDataset(read_captions(path), transform, name=path.stem)
+    ds = CaptionDataset(read_captions(path), transform, name=path.stem)
+    if split != 'train': check_retrieval_size(len(set(ds.image_paths)), len(ds), f"The {split} split {str(path)!r}")
+    return ds
 
 # %% ../nbs/04_data.ipynb #0219ebd0
 def few_shot_indices(labels, # one class id per item

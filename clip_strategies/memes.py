@@ -11,9 +11,9 @@ from pathlib import Path
 __all__ = ['MEME_FIELDS', 'MEME_SPLITS', 'MEMES_SOURCE', 'MEME_TASKS', 'FUSIONS', 'HEADS', 'MemesDataError', 'check_meme_row',
            'read_meme_jsonl', 'FolderImages', 'ArrayImages', 'MemeDataset', 'meme_files', 'check_images', 'load_memes',
            'mini_meme_rows', 'mini_memes', 'write_memes', 'fused_dim', 'fusion_fn', 'fuse', 'make_head',
-           'MemeClassifier', 'clip_features', 'nce', 'MemeObjective', 'auroc', 'meme_score', 'meme_metrics',
-           'meme_param_groups', 'meme_scores', 'meme_data', 'score_splits', 'fit_memes', 'compare_fusions',
-           'results_table', 'plot_fusions', 'memes_parser', 'write_predictions', 'memes_main']
+           'MemeClassifier', 'clip_features', 'nce', 'MemeObjective', 'auroc', 'meme_score', 'check_both_classes',
+           'meme_metrics', 'meme_param_groups', 'meme_scores', 'meme_data', 'score_splits', 'fit_memes',
+           'compare_fusions', 'results_table', 'plot_fusions', 'memes_parser', 'write_predictions', 'memes_main']
 
 # %% ../nbs/61_memes.ipynb #076ba0c1
 import numpy as np
@@ -27,7 +27,7 @@ from fastcore.basics import patch
 from .core import atomic_write, check_name, seed_everything, count_params
 from .mini import MINI_SHAPES, MINI_TEMPLATES, MINI_DATA_SEED, mini_shapes, mini_shift
 from .models import load_clip
-from .data import load_image, UnreadableImageError
+from .data import load_image, text_lines, UnreadableImageError
 from .callback import Callback
 from .optim import OptFunc, decay_groups
 from .learner import dataloaders
@@ -67,7 +67,8 @@ def read_meme_jsonl(path, # a Hateful Memes JSONL file
                    )->list: # checked rows, see `check_meme_row`
     "The memes of a JSONL file; labelled or not is decided by its first line."
     path, rows = Path(path), []
-    lines = [(i, l) for i, l in enumerate(path.read_text(encoding='utf-8').splitlines(), 1) if l.strip()]
+    try: lines = [(i, l) for i, l in text_lines(path) if l.strip()]
+    except ValueError as e: raise MemesDataError(str(e)) from None  # a line that is not UTF-8, named
     if not lines: raise MemesDataError(f"{path}: no memes in the file")
     for i, line in lines:
         try: row = json.loads(line)
@@ -300,12 +301,22 @@ def meme_score(logits:torch.Tensor, # [N, 2] logits of (benign, hateful)
     "The hateful score of each meme: logit(hateful) - logit(benign)."
     return (logits[:, 1] - logits[:, 0]).float()
 
+def check_both_classes(labels, # [N] 0/1 labels
+                       name:str, # the split, for the message (e.g. "split 'dev' (dev.jsonl)")
+                      ):
+    "Refuse labels of one class only, naming the split and how many memes of each class it has."
+    labels = torch.as_tensor(labels)
+    n0, n1 = int((labels == 0).sum()), int((labels == 1).sum())
+    if not n0 or not n1: raise MemesDataError(f"{name} has {n0} benign and {n1} hateful memes: AUROC, and a classifier, "
+                                              "need both classes; give it memes of each label")
+
 def meme_metrics(scores:torch.Tensor, labels:torch.Tensor, # [N] scores and 0/1 labels
                  name:str='these memes', # the split, for the message
                 )->dict:
     "AUROC and accuracy (score > 0 means hateful), both in [0, 1]."
     labels = torch.as_tensor(labels).cpu()
     if bool((labels < 0).any()): raise ValueError(f"{name} has no labels (the official test.jsonl has none): it can be predicted, not scored")
+    check_both_classes(labels, name)
     scores = torch.as_tensor(scores).cpu()
     return dict(auroc=auroc(scores, labels), accuracy=float(((scores > 0).long() == labels).float().mean()), n=len(labels))
 
@@ -335,9 +346,12 @@ def meme_data(data, # 'mini' (the synthetic set) or a folder in the Hateful Meme
               task:str='mini_shapes', # images of the synthetic set: 'mini_shapes' or 'mini_shift'
               per_class:int|None=None, # synthetic set: images per shape and split (None: all)
              )->dict: # split -> MemeDataset
-    "The splits to train and score on: the synthetic set, or a data folder."
-    if str(data) == 'mini': return {s: mini_memes(s, task, transform, tokenizer, per_class) for s in _MEME_SPLITS}
-    return load_memes(data, transform, tokenizer)
+    "The splits to train and score on, each labelled one with both classes: the synthetic set, or a data folder."
+    if str(data) == 'mini': splits = {s: mini_memes(s, task, transform, tokenizer, per_class) for s in _MEME_SPLITS}
+    else: splits = load_memes(data, transform, tokenizer)
+    for split, ds in splits.items():
+        if ds.labelled: check_both_classes(ds.labels, f"split {split!r} ({ds.name})")  # before training, not after it
+    return splits
 
 def score_splits(model:MemeClassifier, splits:dict, # the trained model, split -> MemeDataset
                  batch_size:int=256, # scoring batch size
@@ -347,7 +361,7 @@ def score_splits(model:MemeClassifier, splits:dict, # the trained model, split -
     for split, ds in splits.items():
         if split == 'train': continue
         scores[split] = meme_scores(model, ds, batch_size)
-        metrics[split] = meme_metrics(scores[split], ds.labels, ds.name) if ds.labelled else dict(
+        metrics[split] = meme_metrics(scores[split], ds.labels, f"split {split!r} ({ds.name})") if ds.labelled else dict(
             scored=False, n=len(ds), note=f"{ds.name} has no labels (the official test.jsonl has none): predicted, not scored")
     return metrics, scores
 

@@ -10,15 +10,16 @@ import contextlib, warnings
 __all__ = ['evaluating', 'encode_images', 'encode_texts', 'model_device', 'text_features', 'class_text_features',
            'encode_prompts', 'image_features', 'ZeroShotClassifier', 'expected_calibration_error',
            'classification_metrics', 'retrieval_metrics', 'UnseenWordsWarning', 'unseen_words', 'unseen_words_message',
-           'warn_unseen_words', 'model_logit_scale', 'split_features', 'classification_logits',
-           'evaluate_classification', 'evaluate_retrieval']
+           'warn_unseen_words', 'TruncatedCaptionsWarning', 'truncated_captions', 'truncated_captions_message',
+           'warn_truncated_captions', 'truncated_captions_note', 'model_logit_scale', 'split_features',
+           'classification_logits', 'evaluate_classification', 'evaluate_retrieval']
 
 # %% ../nbs/05_zeroshot.ipynb #a0389953
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from .data import get_templates
+from .data import get_templates, dataset_attr, RECALL_KS, check_retrieval_size
 from .anatomy import text_trimmable, trim_tokens, encode_text_trimmed
 
 # %% ../nbs/05_zeroshot.ipynb #414bbffc
@@ -160,8 +161,8 @@ def classification_metrics(logits:torch.Tensor, # `[N, C]`
 
 # %% ../nbs/05_zeroshot.ipynb #b86cb4bf
 def _recalls(ranks:torch.Tensor, prefix:str)->dict:
-    "recall@1/5/10 (percent, 2 decimals), median and mean rank of 1-based `ranks`."
-    out = {f'{prefix}_r{k}': round(100 * int((ranks <= k).sum()) / len(ranks), 2) for k in (1, 5, 10)}
+    "recall@K for K in `RECALL_KS` (percent, 2 decimals), median and mean rank of 1-based `ranks`."
+    out = {f'{prefix}_r{k}': round(100 * int((ranks <= k).sum()) / len(ranks), 2) for k in RECALL_KS}
     return out | {f'{prefix}_medr': float(ranks.float().median()), f'{prefix}_meanr': round(float(ranks.double().mean()), 2)}
 
 def retrieval_metrics(image_feats:torch.Tensor, # `[I, D]` image embeddings
@@ -211,6 +212,57 @@ def warn_unseen_words(tokenizer, classnames:list)->list:
         _warned.add(tuple(words))
         warnings.warn(unseen_words_message(words), UnseenWordsWarning, stacklevel=3)
     return words
+
+# %% ../nbs/05_zeroshot.ipynb #853a945c
+class TruncatedCaptionsWarning(UserWarning):
+    "Captions are longer than the text encoder's context and are cut to it."
+
+_truncated_said = set()  # (context length, caption) pairs already reported
+
+def truncated_captions(tokenizer, # a tokenizer; only those with `encode(text)` and `context_length` can tell
+                       captions:list, # the captions
+                      )->list: # the captions longer than the context, start and end tokens included
+    "The captions that the tokenizer cuts at its context length."
+    encode, ctx = getattr(tokenizer, 'encode', None), getattr(tokenizer, 'context_length', None)
+    if not callable(encode) or not isinstance(ctx, int): return []
+    fits = lambda c: len(c.encode('utf-8')) + 2 <= ctx  # a token holds at least one byte: too short to be cut, not encoded
+    return [c for c in map(str, captions) if not fits(c) and len(encode(c)) + 2 > ctx]
+
+def truncated_captions_message(cut:dict, # set name -> its captions longer than the context
+                               total:int, # captions in all the sets
+                               context:int, # the tokenizer's context length
+                               longest:tuple, # (tokens, caption) of the longest one
+                              )->str:
+    "The sentence that tells a user how many captions are cut, and in which sets."
+    parts, (n, example) = ', '.join(f'{k} {len(c)}' for k, c in cut.items() if c), longest
+    example = example if len(example) <= 50 else example[:49] + '…'
+    return (f"{sum(map(len, cut.values()))} of {total} captions ({parts}) are longer than the text encoder's context of "
+            f"{context} tokens and are cut to it, so their ends are never read (the longest has {n} tokens: {example!r}); "
+            f"shorten them, or put what matters first.")
+
+def warn_truncated_captions(tokenizer, sets:dict, # set name -> its captions
+                           )->dict: # set name -> how many of its captions are cut
+    "Warn (once per caption) about captions longer than the tokenizer's context; returns how many each set has."
+    cut = {n: truncated_captions(tokenizer, caps) for n, caps in sets.items()}
+    new = {(tokenizer.context_length, c) for cs in cut.values() for c in cs} - _truncated_said
+    if new:
+        _truncated_said.update(new)
+        longest = max((len(tokenizer.encode(c)) + 2, c) for cs in cut.values() for c in cs)
+        warnings.warn(truncated_captions_message(cut, sum(map(len, sets.values())), tokenizer.context_length, longest),
+                      TruncatedCaptionsWarning, stacklevel=3)
+    return {n: len(c) for n, c in cut.items()}
+
+# %% ../nbs/05_zeroshot.ipynb #e2261f30
+def truncated_captions_note(tokenizer, # the run's tokenizer
+                            splits:dict, # split name -> dataset; those without `captions` are skipped
+                           )->str|None:
+    "The note about a run's captions cut at the context (said once per run, and not again by the evaluation), or None."
+    sets = {n: list(caps) for n, ds in splits.items() if (caps := dataset_attr(ds, 'captions')) is not None}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always', TruncatedCaptionsWarning)
+        _truncated_said.difference_update({(getattr(tokenizer, 'context_length', None), c) for caps in sets.values() for c in caps})
+        warn_truncated_captions(tokenizer, sets)
+    return str(caught[0].message) if caught else None
 
 # %% ../nbs/05_zeroshot.ipynb #1e0c1bd7
 def model_logit_scale(model:nn.Module)->float:
@@ -273,10 +325,13 @@ def evaluate_retrieval(model:nn.Module, # a CLIP model
                        device=None, # where to run (default: the model's device)
                        num_workers:int=0, # DataLoader workers
                       )->dict:
-    "Image→text and text→image recall@1/5/10 and median rank of `model` on an image–caption dataset."
+    "Image→text and text→image recall@1/5/10 and ranks of `model` on an image–caption set of at least 10 images."
     firsts, text_to_image = _unique_images(dataset)
+    name = getattr(dataset, 'name', type(dataset).__name__)
+    check_retrieval_size(len(firsts), len(dataset), f"The retrieval set {name!r}")
     images = dataset if len(firsts) == len(dataset) else Subset(dataset, firsts)
     img, _ = image_features(model, DataLoader(images, batch_size=batch_size, num_workers=num_workers), device)
     captions = dataset.captions if hasattr(dataset, 'captions') else [dataset[i][1] for i in range(len(dataset))]
+    warn_truncated_captions(tokenizer, {name: captions})
     txt = text_features(model, tokenizer, captions, device, batch_size)
     return retrieval_metrics(img, txt, text_to_image)

@@ -85,3 +85,21 @@ def test_head_trains_and_clip_only_under_a_training_strategy(strategy, clip_trai
     assert clip_changed == clip_trains
     head = dict(r['model'].head_parameters())
     assert set(head) == set(start) and all(not torch.equal(head[n].detach().cpu(), start[n]) for n in start)
+
+def test_a_line_that_is_not_utf8_is_named(folder, tmp_path, capsys):
+    data = shutil.copytree(folder, tmp_path/'data')
+    lines = (data/'train.jsonl').read_bytes().splitlines()
+    lines[4] = lines[4].replace(b'"text": "', b'"text": "caf\xe9 ')  # Latin-1 'é'
+    (data/'train.jsonl').write_bytes(b'\n'.join(lines) + b'\n')
+    assert memes_main(['--data', str(data), '--out', str(tmp_path/'out'), *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert 'train.jsonl:5: not UTF-8 text (byte 0xe9' in err and len(err.strip().splitlines()) == 1, err
+
+def test_a_split_of_one_class_is_named_before_training(folder, tmp_path, capsys):
+    data = shutil.copytree(folder, tmp_path/'data')
+    rows = [json.loads(l) for l in (data/'dev.jsonl').read_text().splitlines()]
+    (data/'dev.jsonl').write_text(''.join(json.dumps(dict(r, label=0)) + '\n' for r in rows))
+    assert memes_main(['--data', str(data), '--out', str(tmp_path/'out'), *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert "split 'dev' (dev.jsonl)" in err and f"{len(rows)} benign and 0 hateful" in err and 'AUROC' in err, err
+    assert not (tmp_path/'out').exists()
