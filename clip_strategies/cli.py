@@ -17,7 +17,7 @@ from torchvision import transforms as T
 from .core import count_params, seed_everything, save_safetensors, atomic_write, is_main_process, process_rank, folder_lock
 from .models import load_clip, WeightsUnavailableError
 from .data import get_dataset, few_shot_splits, build_transform, dataset_attr, DatasetUnavailableError, UnreadableImageError
-from .zeroshot import warn_unseen_words, UnseenWordsWarning
+from .zeroshot import warn_unseen_words, UnseenWordsWarning, truncated_captions_note
 from .optim import OptFunc, LRScheduleCB
 from .objectives import default_objective
 from .learner import Learner, dataloaders
@@ -129,7 +129,7 @@ def train(cfg:Config, # a validated config (`load_config`)
     strategy.check_model(model)  # a backbone it cannot adapt: refused before any data is read
     full_test = full_test_split(cfg, image_transforms(cfg, preprocess)[1])
     splits = build_splits(cfg, preprocess, full_test)
-    for note in spec['notes'] + [unseen_class_words(tokenizer, splits['test'])]:
+    for note in spec['notes'] + [unseen_class_words(tokenizer, splits['test']), truncated_captions_note(tokenizer, splits)]:
         if note: log(f"note: {note}")
     task, bs, run = splits['task'], cfg['DATALOADER.TEST.BATCH_SIZE'], run_context(cfg, resume, progress, strategy.name)
     strategy.check_task(task)
