@@ -9,8 +9,9 @@ for each number of shots in `--shots`, on a ViT-B/32-shaped problem (D=512, 10 c
 
 - the fitted adapter's memory: `numel() * element_size()` over the module's parameters and buffers (cache keys `[M, D]`,
   cache values `[M, C]`, text weights `[C, D]`; for `NEW` M = `cache_size`), for both, and their ratio;
-- the cache file on disk (`save_cache` into a temporary folder): one key and one label per image **in both cases** — the
-  file stays per-image by design, so that `NEW_DATASET` merges stay exact (slots are computed from it at fit time);
+- the cache file on disk (`save_cache` into a temporary folder): one key, one label and one source (its dataset) per
+  image **in both cases** — the file stays per-image by design, so that `NEW_DATASET` merges stay exact (slots are
+  computed from it at fit time);
 - the peak memory allocated by one forward pass on a batch of `--batch` normalised features (torch's CPU profiler with
   `profile_memory`: the running sum of its allocations and frees). For a large cache the `[N, M]` affinities and their
   exponential dominate (2·N·M·4 bytes); for a small one the floor is `100. * f` (`[N, D]`, computed before `@ Wᵀ`) and the
@@ -126,9 +127,9 @@ def merge_table(counts, shots, dim, cache_size, batch, tmp, n_cls=10):
         for d in range(1, max(counts) + 1):
             names = [f'd{d}_c{i}' if kind == 'distinct' else f'c{i}' for i in range(n_cls)]
             keys, labels = unit(n_cls * shots, dim, g), torch.arange(n_cls).repeat_interleave(shots)
-            meta = cache_meta('bench', names, shots, 0, dim)
+            meta = cache_meta('bench', names, shots, 0, dim, dataset=f'd{d}')  # one name per dataset: a merge of the same name replaces it
             if d == 1: save_cache(path, keys, labels, meta); k, l, all_names = keys, labels, names
-            else: k, l, all_names = merge_cache(path, keys, labels, meta)
+            else: k, l, all_names, _ = merge_cache(path, keys, labels, meta)
             if d not in counts: continue
             run_names = all_names if kind == 'distinct' else names
             rk, rl = select_classes(k, l, all_names, run_names)
@@ -160,7 +161,7 @@ def main():
         shots_table('ViT-B/32-shaped', 10, 512, shots, args.cache_size, args.batch, tmp)
         shots_table('ImageNet-shaped', 1000, args.imagenet_dim, shots, args.cache_size, args.batch, tmp)
         merge_table(sorted({int(c) for c in args.datasets.split(',')}), args.merge_shots, 512, args.cache_size, args.batch, tmp)
-    print(f"\n(adapter memory: float32 parameters + buffers; cache file: float32 keys + int64 labels + header; "
+    print(f"\n(adapter memory: float32 parameters + buffers; cache file: float32 keys + int64 labels and sources + header; "
           f"{time.perf_counter() - t0:.1f} s)")
 
 

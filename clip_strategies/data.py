@@ -207,8 +207,9 @@ class LabeledSubset(Dataset):
     def __init__(self,
                  dataset, # has `classnames`, `templates` and `labels`
                  indices, # positions in `dataset`
+                 seed:int|None=None, # the seed that drew `indices` (None: not a seeded draw), which a cache of them records
                 ):
-        self.dataset, self.indices = dataset, [int(i) for i in indices]
+        self.dataset, self.indices, self.seed = dataset, [int(i) for i in indices], seed
         self.classnames, self.templates = list(dataset.classnames), list(dataset.templates)
         labels = dataset.labels
         self.labels = [int(labels[i]) for i in self.indices]
@@ -616,7 +617,7 @@ def few_shot_splits(name:str, # a registered classification dataset
     train = get('train', train_transform)
     if not hasattr(train, 'labels'): raise TypeError(f"few_shot_splits needs a classification dataset (with labels); {name!r} has none")
     tr, va = few_shot_indices(train.labels, num_shots, seed, min(num_shots, 4), train.classnames)
-    return dict(train=LabeledSubset(train, tr), val=LabeledSubset(get('train', test_transform), va), test=test)
+    return dict(train=LabeledSubset(train, tr, seed), val=LabeledSubset(get('train', test_transform), va, seed), test=test)
 
 # %% ../nbs/04_data.ipynb #b561163e
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

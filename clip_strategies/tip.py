@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_tip.ipynb #6a7d119a
 from __future__ import annotations
-import json, math
+import hashlib, json, math, string
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -21,11 +21,12 @@ from .strategy import Strategy, StrategyError, OptionError, register_strategy
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'MERGE_CHECKED', 'TIP_CONFIG_KEYS', 'SEARCH_SCALES', 'TipAdapter', 'augment_images', 'build_cache',
-           'search_grid', 'alpha_bounds', 'search', 'cache_meta', 'save_cache', 'load_cache', 'slot_cache',
-           'slot_adapter', 'read_merged', 'merge_cache', 'select_classes', 'KeyBatches', 'AugmentedPasses',
-           'SetEpochCB', 'key_loader', 'val_accuracy', 'finetune_keys', 'model_fingerprint', 'search_scale_for', 'Tip',
-           'TipF']
+__all__ = ['CACHE_FORMAT', 'COMMON_FIELDS', 'DATASET_FIELDS', 'CACHE_WAY_OUT', 'PATH_FIELDS', 'CACHE_PATH_ALLOWED',
+           'TIP_CONFIG_KEYS', 'SEARCH_SCALES', 'TipAdapter', 'augment_images', 'build_cache', 'search_grid',
+           'alpha_bounds', 'search', 'split_positions', 'split_checksum', 'cache_meta', 'split_meta', 'save_cache',
+           'read_cache', 'cache_provenance', 'refuse_mismatch', 'select_classes', 'load_cache', 'slot_cache',
+           'slot_adapter', 'merge_cache', 'KeyBatches', 'AugmentedPasses', 'SetEpochCB', 'key_loader', 'val_accuracy',
+           'finetune_keys', 'model_fingerprint', 'valid_cache_path', 'cache_file', 'search_scale_for', 'Tip', 'TipF']
 
 # %% ../nbs/50_tip.ipynb #f32bbf91
 class TipAdapter(nn.Module):
@@ -147,37 +148,117 @@ def search(adapter:TipAdapter, # the adapter to tune (its alpha and beta are set
     return dict(alpha=adapter.alpha, beta=adapter.beta, accuracy=float(grid.flatten()[i]), grid=grid)
 
 # %% ../nbs/50_tip.ipynb #f54ad3cf
-CACHE_FORMAT = 'clip_strategies.tip_cache/1'
+CACHE_FORMAT = 'clip_strategies.tip_cache/2'
+COMMON_FIELDS = ('backbone', 'feature_dim', 'augment_epoch')  # what every key of a cache file shares
+DATASET_FIELDS = ('dataset', 'classnames', 'shots', 'seed', 'split')  # what each dataset's keys were built from
 
+def _labels_of(dataset)->torch.Tensor:
+    "Class ids of a dataset's items (its `labels` when it has them)."
+    y = getattr(dataset, 'labels', None)
+    return torch.as_tensor(y if y is not None else [int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+def split_positions(dataset)->list:
+    "Each item's position in the dataset under all the subsets that wrap it (their `indices`)."
+    pos = list(range(len(dataset)))
+    while getattr(dataset, 'indices', None) is not None and getattr(dataset, 'dataset', None) is not None:
+        pos, dataset = [int(dataset.indices[i]) for i in pos], dataset.dataset
+    return pos
+
+def split_checksum(dataset)->str:
+    "16 hex digits of a sha256 over a split's items: their positions in the underlying dataset and their labels."
+    return hashlib.sha256(json.dumps([split_positions(dataset), _labels_of(dataset).tolist()]).encode()).hexdigest()[:16]
+
+# %% ../nbs/50_tip.ipynb #3e8a41c7
 def cache_meta(backbone:str, # the backbone's name or fingerprint
                classnames:list, # one name per class
                shots:int, # training images per class
                augment_epoch:int, # augmented passes averaged into each key
                feature_dim:int, # the features' dimension
+               dataset:str='', # the dataset's name
+               seed:int|None=None, # the seed that drew the training split (None: not a seeded draw)
+               split:str='', # `split_checksum` of the training split
               )->dict:
-    "What a cache was built from, as safetensors header strings."
-    return dict(format=CACHE_FORMAT, backbone=str(backbone), feature_dim=str(int(feature_dim)),
-                classnames=json.dumps([str(c) for c in classnames]), shots=str(int(shots)), augment_epoch=str(int(augment_epoch)))
+    "What one dataset's cache is built from."
+    return dict(backbone=str(backbone), feature_dim=int(feature_dim), augment_epoch=int(augment_epoch), dataset=str(dataset),
+                classnames=[str(c) for c in classnames], shots=int(shots), seed=None if seed is None else int(seed), split=str(split))
 
-def save_cache(path, # the .safetensors file to write
-               keys:torch.Tensor, labels:torch.Tensor, # the cache
+def split_meta(train, # the training split the cache is built from
+               backbone:str, # the backbone's name or fingerprint
+               augment_epoch:int, feature_dim:int, # as `cache_meta` takes them
+              )->dict:
+    "`cache_meta` of a training split: its dataset's name, classes, shots, seed and checksum read off the split."
+    return cache_meta(backbone, dataset_attr(train, 'classnames'), int(_labels_of(train).bincount().max()), augment_epoch,
+                      feature_dim, dataset_attr(train, 'name') or '', dataset_attr(train, 'seed'), split_checksum(train))
+
+def _header(meta:dict, entries:list, names:list)->dict:
+    "A cache file's header: the shared fields, the union of the class names, and each dataset's provenance."
+    return dict(format=CACHE_FORMAT, **{k: str(meta[k]) for k in COMMON_FIELDS}, classnames=json.dumps(names), datasets=json.dumps(entries))
+
+def save_cache(path, # the .safetensors file to write (atomically)
+               keys:torch.Tensor, labels:torch.Tensor, # one dataset's cache, labels indexing `meta['classnames']`
                meta:dict, # from `cache_meta`
               ):
-    "Write a Tip-Adapter cache with what it was built from; returns the path."
-    return save_safetensors(dict(keys=keys, labels=labels), path, metadata=meta)
+    "Write one dataset's Tip-Adapter cache with what it was built from; returns the path."
+    sources = torch.zeros(len(labels), dtype=torch.long)  # the dataset each key comes from: the first (and only) one
+    return save_safetensors(dict(keys=keys, labels=labels, sources=sources), path,
+                            metadata=_header(meta, [{k: meta[k] for k in DATASET_FIELDS}], meta['classnames']))
+
+# %% ../nbs/50_tip.ipynb #b7d2c915
+def read_cache(path, # a file written by `save_cache` or `merge_cache`
+              )->tuple: # (tensors, provenance: the shared fields, all class names and one entry per dataset)
+    "A cache file's tensors and what it was built from; a file that is not a cache of this format is refused."
+    tensors, meta = read_safetensors(path)
+    fmt = meta.get('format')
+    if fmt != CACHE_FORMAT and str(fmt).startswith('clip_strategies.tip_cache/'):
+        raise ValueError(f"{str(path)!r} is a Tip-Adapter cache of an older format ({fmt}) that does not record the dataset, "
+                         f"seed and split it was built from: delete it, and the next run rebuilds it")
+    if fmt != CACHE_FORMAT: raise ValueError(f"{str(path)!r} is not a Tip-Adapter cache (format {fmt!r}, expected {CACHE_FORMAT!r})")
+    return tensors, dict(format=fmt, backbone=meta['backbone'], feature_dim=int(meta['feature_dim']),
+                         augment_epoch=int(meta['augment_epoch']), classnames=json.loads(meta['classnames']),
+                         datasets=json.loads(meta['datasets']))
+
+def cache_provenance(path)->dict:
+    "What a cache file holds and was built from: the shared fields, and per dataset its provenance and number of keys."
+    tensors, prov = read_cache(path)
+    counts = tensors['sources'].bincount(minlength=len(prov['datasets'])).tolist()
+    return dict(prov, keys=len(tensors['keys']), datasets=[dict(d, keys=n) for d, n in zip(prov['datasets'], counts)])
 
 # %% ../nbs/50_tip.ipynb #eb0893a8
-def load_cache(path, # a file written by `save_cache`
-               expected:dict, # `cache_meta` of the setting the cache is for
-              )->tuple: # (keys, labels)
-    "Read a cache, refusing one built for another backbone, dimension, class list, shots or augmentation."
-    tensors, meta = read_safetensors(path)
-    if meta.get('format') != CACHE_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a Tip-Adapter cache (format {meta.get('format')!r}, expected {CACHE_FORMAT!r})")
-    diff = [f"{k}: cache has {meta.get(k)}, this run needs {v}" for k, v in expected.items() if k != 'format' and meta.get(k) != v]
-    if diff: raise ValueError(f"The cache {str(path)!r} was built for another setting: " + '; '.join(diff) +
-                              ". Delete it or point the strategy at another cache file.")
-    return tensors['keys'], tensors['labels']
+CACHE_WAY_OUT = ("Delete the file (the next run rebuilds it) or point `cache` (TRAINER.TIP.CACHE) at another file. Runs that "
+                 "differ in seed, shots or dataset (as a comparison's do) each need their own file: put {seed}, {shots} and "
+                 "{dataset} in the path, e.g. caches/tip_{dataset}_{shots}shot_seed{seed}.safetensors")
+
+def _show(v)->str: return 'none' if v is None else str(v)
+
+def refuse_mismatch(path, # the cache file
+                    have:dict, # what the cache was built from
+                    want:dict, # what this run needs (`cache_meta`)
+                    fields:tuple, # the fields to compare
+                   ):
+    "Raise naming each field on which the cache and the run differ, with both values and the way out."
+    diff = [f"{k}: cache has {_show(have.get(k))}, this run needs {_show(want[k])}" for k in fields if have.get(k) != want[k]]
+    if diff: raise ValueError(f"The Tip cache {str(path)!r} was built from something else than this run: {'; '.join(diff)}. {CACHE_WAY_OUT}")
+
+def select_classes(keys:torch.Tensor, labels:torch.Tensor, # a (merged) cache
+                   names:list, # its class names
+                   classnames:list, # the run's classes
+                  )->tuple: # (keys, labels) of the run's classes, labels in the run's order
+    "The keys of a cache that belong to the run's classes, relabelled; every run class must be in the cache."
+    missing = [c for c in classnames if c not in names]
+    if missing: raise ValueError(f"The cache has no keys for the classes {missing}; it holds {names}")
+    to_run = torch.tensor([classnames.index(c) if c in classnames else -1 for c in names])[labels.long()]
+    return keys[to_run >= 0], to_run[to_run >= 0]
+
+def load_cache(path, # a cache file
+               expected:dict, # `cache_meta` of the run the cache is for
+              )->tuple: # (keys, labels) of the run's classes, labels in the run's order
+    "Read a cache, refusing one built with another backbone or augmentation, or from another dataset, classes, shots, seed or split."
+    tensors, prov = read_cache(path)
+    refuse_mismatch(path, prov, expected, COMMON_FIELDS)
+    entry = next((d for d in prov['datasets'] if d['dataset'] == expected['dataset']), None)
+    held = {'dataset': ', '.join(d['dataset'] for d in prov['datasets'])}
+    refuse_mismatch(path, entry or held, expected, DATASET_FIELDS if entry else ('dataset',))
+    return select_classes(tensors['keys'], tensors['labels'], prov['classnames'], expected['classnames'])
 
 # %% ../nbs/50_tip.ipynb #c811a011
 def slot_cache(keys:torch.Tensor, # `[M, D]` normalised per-image keys
@@ -205,45 +286,38 @@ def slot_adapter(text_weights:torch.Tensor, # `[C, D]` zero-shot class weights
     return a
 
 # %% ../nbs/50_tip.ipynb #bddc75ad
-MERGE_CHECKED = ('backbone', 'feature_dim', 'augment_epoch')
+def _blocks(tensors:dict, prov:dict)->list:
+    "Each dataset of a cache file, in order: (its provenance, its keys, the class name of each key)."
+    src, names = tensors['sources'], prov['classnames']
+    return [(d, tensors['keys'][src == j], [names[i] for i in tensors['labels'][src == j].tolist()]) for j, d in enumerate(prov['datasets'])]
 
-def read_merged(path, # a cache file
-                expected:dict, # `cache_meta` of this run
-               )->tuple: # (keys, labels, class names of the file, its metadata)
-    "Read any cache file built with this backbone, dimension and augmentation (its classes may differ)."
-    if not Path(path).exists():
-        raise FileNotFoundError(f"There is no cache file at {str(path)!r} to merge into or read: run once with NEW_DATASET False to build it")
-    tensors, meta = read_safetensors(path)
-    if meta.get('format') != CACHE_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a Tip-Adapter cache (format {meta.get('format')!r}, expected {CACHE_FORMAT!r})")
-    diff = [f"{k}: cache has {meta.get(k)}, this run needs {expected[k]}" for k in MERGE_CHECKED if meta.get(k) != expected[k]]
-    if diff: raise ValueError(f"The cache {str(path)!r} was built for another setting: " + '; '.join(diff))
-    return tensors['keys'], tensors['labels'], json.loads(meta['classnames']), meta
+def _assemble(blocks:list)->tuple: # (keys, labels, sources, class names)
+    "One cache from datasets' blocks: classes matched by name, in order of first appearance."
+    names = list(dict.fromkeys(c for d, _, _ in blocks for c in d['classnames']))
+    pos = {c: i for i, c in enumerate(names)}
+    labels = torch.tensor([pos[c] for _, _, cs in blocks for c in cs], dtype=torch.long)
+    sources = torch.cat([torch.full((len(k),), j, dtype=torch.long) for j, (_, k, _) in enumerate(blocks)])
+    return torch.cat([k.float() for _, k, _ in blocks]), labels, sources, names
 
 # %% ../nbs/50_tip.ipynb #d7d5f796
-def merge_cache(path, # the existing cache file (rewritten)
-                keys:torch.Tensor, labels:torch.Tensor, # the new dataset's cache
+def merge_cache(path, # the existing cache file (rewritten, atomically)
+                keys:torch.Tensor, labels:torch.Tensor, # the new dataset's cache, labels indexing `meta['classnames']`
                 meta:dict, # `cache_meta` of the new dataset
-               )->tuple: # (all keys, all labels, all class names)
-    "NEW_DATASET: append a dataset's cache to the file at `path`, classes matched by name; write it back."
-    old_k, old_l, names, old_meta = read_merged(path, meta)
-    new_names = json.loads(meta['classnames'])
-    names = names + [c for c in new_names if c not in names]
-    k = torch.cat([old_k, keys.float()])
-    l = torch.cat([old_l.long(), torch.tensor([names.index(c) for c in new_names])[torch.as_tensor(labels, dtype=torch.long)]])
-    out = dict(meta, classnames=json.dumps(names), shots=str(int(l.bincount().max())), datasets=str(int(old_meta.get('datasets', 1)) + 1))
-    save_cache(path, k, l, out)
-    return k, l, names
-
-def select_classes(keys:torch.Tensor, labels:torch.Tensor, # a (merged) cache
-                   names:list, # its class names
-                   classnames:list, # the run's classes
-                  )->tuple: # (keys, labels) of the run's classes, labels in the run's order
-    "The keys of a cache that belong to the run's classes, relabelled; every run class must be in the cache."
-    missing = [c for c in classnames if c not in names]
-    if missing: raise ValueError(f"The cache has no keys for the classes {missing}; it holds {names}")
-    to_run = torch.tensor([classnames.index(c) if c in classnames else -1 for c in names])[labels.long()]
-    return keys[to_run >= 0], to_run[to_run >= 0]
+               )->tuple: # (all keys, all labels, all class names, the replaced dataset's provenance and key count, or None)
+    "NEW_DATASET: add a dataset's cache to the file at `path`, classes matched by name; a dataset already there is replaced."
+    if not Path(path).exists():
+        raise FileNotFoundError(f"There is no cache file at {str(path)!r} to merge into: run once with NEW_DATASET False to build it")
+    tensors, prov = read_cache(path)
+    refuse_mismatch(path, prov, meta, COMMON_FIELDS)
+    new = ({k: meta[k] for k in DATASET_FIELDS}, keys, [meta['classnames'][i] for i in torch.as_tensor(labels).tolist()])
+    blocks = _blocks(tensors, prov)
+    at = next((j for j, (d, _, _) in enumerate(blocks) if d['dataset'] == meta['dataset']), None)
+    replaced = None if at is None else dict(blocks[at][0], keys=len(blocks[at][1]))
+    if at is None: blocks.append(new)
+    else: blocks[at] = new  # in its place: the other datasets' keys keep their order
+    k, l, s, names = _assemble(blocks)
+    save_safetensors(dict(keys=k, labels=l, sources=s), path, metadata=_header(meta, [d for d, _, _ in blocks], names))
+    return k, l, names, replaced
 
 # %% ../nbs/50_tip.ipynb #2c246d99
 class KeyBatches(Sampler):
@@ -306,6 +380,21 @@ def model_fingerprint(model:nn.Module)->str:
     ps = list(model.visual.parameters())
     return f"{type(model.visual).__name__}:{sum(p.numel() for p in ps)}:{float(sum(p.detach().float().sum() for p in ps)):.6g}"
 
+# %% ../nbs/50_tip.ipynb #6f31c2d8
+PATH_FIELDS = ('dataset', 'shots', 'seed')  # what `{...}` in a cache path may name: each run fills in its own
+CACHE_PATH_ALLOWED = "a .safetensors file path, in which {dataset}, {shots} and {seed} (and no other {...}) may stand for the run's"
+
+def valid_cache_path(template:str)->bool:
+    "Whether every `{...}` of a cache path is one of `PATH_FIELDS` (and its braces parse)."
+    try: return all(f in PATH_FIELDS for _, f, _, _ in string.Formatter().parse(str(template)) if f is not None)
+    except ValueError: return False
+
+def cache_file(template:str, # the `cache` option: a path, possibly with {dataset}, {shots} and {seed}
+               meta:dict, # `cache_meta` of the run
+              )->str:
+    "The run's cache file: `template` with the run's dataset, shots and seed (`none` for a split not drawn) filled in."
+    return str(template).format(**{k: _show(meta[k]) for k in PATH_FIELDS})
+
 # %% ../nbs/50_tip.ipynb #bd0a5936
 TIP_CONFIG_KEYS = {'TRAINER.TIP.LOAD_CACHE': 'load_cache', 'TRAINER.TIP.AUGMENT_EPOCH': 'augment_epoch',
                    'TRAINER.TIP.NEW': 'new', 'TRAINER.TIP.NEW_DATASET': 'new_dataset', 'TRAINER.TIP.CACHE_SIZE': 'cache_size',
@@ -332,7 +421,7 @@ class Tip(Strategy):
                  search_best:bool=True, # search alpha/beta on the validation split
                  search_scale:list[float]|None=None, # [beta scale, alpha scale] of the search grid (None: the dataset's, `SEARCH_SCALES`)
                  search_step:list[int]=[200, 20], # [beta steps, alpha steps] of the search grid
-                 cache:str|None=None, # a .safetensors cache file: read if it exists (checked), else written
+                 cache:str|None=None, # a .safetensors cache file: read if it exists (checked), else written; {dataset}, {shots}, {seed}: the run's
                  backbone:str='', # the backbone's name for the cache file (empty: a fingerprint of the image tower)
                  load_cache:bool=True, # read `cache` when it exists; False: rebuild it and overwrite the file
                  new:bool=False, # a fixed-size cache: `cache_size` slots of class prototypes instead of one key per image
@@ -344,6 +433,7 @@ class Tip(Strategy):
                            cache_size=cache_size, new_dataset=new_dataset)
         if augment_epoch < 0: raise OptionError(self.name, 'augment_epoch', augment_epoch, 'a non-negative integer')
         if cache_size < 1: raise OptionError(self.name, 'cache_size', cache_size, 'a positive integer')
+        if cache and not valid_cache_path(cache): raise OptionError(self.name, 'cache', cache, CACHE_PATH_ALLOWED)
         if new_dataset and not (load_cache and cache):
             raise OptionError(self.name, 'new_dataset', new_dataset, 'False unless load_cache is True and `cache` names the cache file to merge into')
         for opt, allowed in (('search_scale', 'two numbers [beta scale, alpha scale], each above 0.1 (the grid starts there)'),
@@ -359,32 +449,27 @@ class Tip(Strategy):
         return freeze(model)
 
 # %% ../nbs/50_tip.ipynb #aa3bcd17
-def _labels_of(dataset)->torch.Tensor:
-    "Class ids of a dataset's items (its `labels` when it has them)."
-    y = getattr(dataset, 'labels', None)
-    return torch.as_tensor(y if y is not None else [int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
-
 @patch
 def cached(self:Tip, model:nn.Module, # the frozen CLIP
            dataset, # the few-shot training split
            dim:int, # the feature dimension
           )->tuple: # (keys, labels, augmented passes or None when read from a file)
-    "The cache: read from `self.cache` when it exists and `load_cache`, else built (and written there); NEW_DATASET merges."
+    "The cache: read from the run's `cache` file when it exists and `load_cache` (checked), else built and written; NEW_DATASET merges."
     if not self.cache: return build_cache(model, dataset, self.augment_epoch)  # no file: nothing to check or write
-    names = list(dataset_attr(dataset, 'classnames'))
-    meta = cache_meta(self.backbone or model_fingerprint(model), names, int(_labels_of(dataset).bincount().max()), self.augment_epoch, dim)
-    exists = Path(self.cache).exists()
+    meta = split_meta(dataset, self.backbone or model_fingerprint(model), self.augment_epoch, dim)
+    path = cache_file(self.cache, meta)
+    exists = Path(path).exists()
     if self.new_dataset:
         if not exists: raise StrategyError(f"Strategy {self.name!r}: NEW_DATASET merges into an existing cache, and there is no "
-                                           f"cache file at {self.cache!r}: build it first with new_dataset=False")
+                                           f"cache file at {path!r}: build it first with new_dataset=False")
         keys, labels, _ = build_cache(model, dataset, self.augment_epoch)
-        return *select_classes(*merge_cache(self.cache, keys, labels, meta), names), None
-    if exists and self.load_cache:
-        k, l, file_names, file_meta = read_merged(self.cache, meta)
-        if int(file_meta.get('datasets', 1)) > 1: return *select_classes(k, l, file_names, names), None
-        return *load_cache(self.cache, meta), None
+        k, l, names, replaced = merge_cache(path, keys, labels, meta)
+        if replaced: print(f"note: {meta['dataset']} was already in the Tip cache {path!r} ({replaced['keys']} keys; shots {replaced['shots']}, "
+                           f"seed {_show(replaced['seed'])}): its keys were replaced by this run's {len(keys)}, not added again")
+        return *select_classes(k, l, names, meta['classnames']), None
+    if exists and self.load_cache: return *load_cache(path, meta), None
     keys, labels, passes = build_cache(model, dataset, self.augment_epoch)
-    save_cache(self.cache, keys, labels, meta)
+    save_cache(path, keys, labels, meta)
     return keys, labels, passes
 
 # %% ../nbs/50_tip.ipynb #899289b4

@@ -59,7 +59,7 @@ def test_cli_new_dataset_merges(tmp_path, capsys):
     assert train_main([*common, 'OUTPUT_DIR', str(tmp_path/'b')]) == 0
     assert train_main([*common, 'DATASET.NAME', 'mini_shapes', 'TRAINER.TIP.NEW_DATASET', 'true', 'OUTPUT_DIR', str(tmp_path/'c')]) == 0
     t, meta = read_safetensors(cache)
-    assert meta['datasets'] == '2' and len(t['keys']) == 2 * 4 * 8
+    assert [d['dataset'] for d in json.loads(meta['datasets'])] == ['mini_shift', 'mini_shapes'] and len(t['keys']) == 2 * 4 * 8
 
 class _CutAfter(Callback):
     "A callback that interrupts a Learner after epoch `at`, once that epoch's checkpoint is written (as a kill would)."
@@ -95,3 +95,67 @@ def test_tip_f_interrupted_during_key_fine_tuning_resumes_exactly(tmp_path, monk
     losses = lambda ck: [(r['epoch'], r.get('loss'), r.get('train_loss'), r.get('valid_loss')) for r in ck['recorder']['history']]
     assert losses(ck_cut) == losses(ck_whole) and len(losses(ck_whole)) == 8 * 4 + 8  # 4 batches of 8 keys an epoch, and the epoch lines
     assert ck_whole['best_epoch']['best_epoch'] > 1  # the keys kept were trained after the cut: the resumed epochs decide them
+
+# Issue 19, items 1 and 2: a Tip cache records what it was built from (backbone, augmentation, dataset, classes, shots,
+# seed and a checksum of the training split) and is refused for anything else; a NEW_DATASET merge is idempotent.
+TIP0 = ['--config', 'mini', '--no-progress', 'DATASET.ALSO_TEST', '[]', 'TRAINER.NAME', 'tip', 'TRAINER.TIP.AUGMENT_EPOCH', '0']
+
+def _accuracy(out): return json.loads((out/'metrics.json').read_text())['accuracy']
+
+def test_a_cache_from_seed_1_is_refused_for_seed_2(tmp_path, capsys):
+    "Two train runs sharing one cache file: seed 2 is refused, naming the seed (it used to read seed 1's cache silently)."
+    cache = str(tmp_path/'shared.safetensors')
+    run = lambda seed, name: train_main([*TIP0, 'DATASET.NUM_SHOTS', '4', 'SEED', str(seed), 'TRAINER.TIP.CACHE', cache,
+                                         'OUTPUT_DIR', str(tmp_path/name)])
+    assert run(1, 's1') == 0
+    capsys.readouterr()
+    assert run(2, 's2') == 2
+    err = capsys.readouterr().err
+    assert 'seed: cache has 1, this run needs 2' in err and 'split: cache has' in err and '{seed}' in err, err
+    assert not (tmp_path/'s2'/'metrics.json').exists()
+
+def test_a_comparison_over_seeds_keeps_one_cache_per_seed(tmp_path, capsys):
+    "A comparison over seeds 1, 2 with TRAINER.TIP.CACHE holding {seed}: each seed builds and reads its own file, and its "
+    "accuracy is that of a run without any cache file (before: one file for both, and seed 2 scored with seed 1's cache)."
+    from clip_strategies.compare import compare_main
+    out, cache = tmp_path/'cmp', str(tmp_path/'caches'/'tip_{dataset}_{shots}shot_seed{seed}.safetensors')
+    assert compare_main(['--config', 'mini', '--strategies', 'tip', '--shots', '4', '--seeds', '1,2', '--no-progress',
+                         '--out', str(out), 'DATASET.ALSO_TEST', '[]', 'TRAINER.TIP.AUGMENT_EPOCH', '0',
+                         'TRAINER.TIP.CACHE', cache]) == 0, capsys.readouterr().err
+    assert train_main([*TIP0, 'DATASET.NUM_SHOTS', '4', 'SEED', '2', 'OUTPUT_DIR', str(tmp_path/'plain2')]) == 0
+    rows = json.loads((out/'results.json').read_text())
+    assert [r['accuracy'] for r in rows if r['seed'] == 2] == [_accuracy(tmp_path/'plain2')]
+    from clip_strategies.tip import read_cache
+    for seed in (1, 2):
+        _, prov = read_cache(tmp_path/'caches'/f'tip_mini_shift_4shot_seed{seed}.safetensors')
+        assert [(d['dataset'], d['shots'], d['seed']) for d in prov['datasets']] == [('mini_shift', 4, seed)]
+
+def test_a_cache_is_refused_for_another_dataset_or_shots(tmp_path, capsys):
+    "A cache of mini_shift at 4 shots, asked for mini_shapes (the same eight class names) or for 2 shots, is refused naming the field."
+    cache = str(tmp_path/'c.safetensors')
+    common = [*TIP0, 'TRAINER.TIP.CACHE', cache]
+    assert train_main([*common, 'DATASET.NUM_SHOTS', '4', 'OUTPUT_DIR', str(tmp_path/'a')]) == 0
+    capsys.readouterr()
+    assert train_main([*common, 'DATASET.NUM_SHOTS', '4', 'DATASET.NAME', 'mini_shapes', 'OUTPUT_DIR', str(tmp_path/'b')]) == 2
+    assert 'dataset: cache has mini_shift, this run needs mini_shapes' in capsys.readouterr().err
+    assert train_main([*common, 'DATASET.NUM_SHOTS', '2', 'OUTPUT_DIR', str(tmp_path/'c')]) == 2
+    assert 'shots: cache has 4, this run needs 2' in capsys.readouterr().err
+
+def test_the_same_new_dataset_merge_twice_changes_nothing(tmp_path, capsys):
+    "Merging mini_shapes into the cache a second time replaces its keys (saying so): the keys, the datasets and the accuracy "
+    "stay (before: 8 -> 16 -> 24 keys and 96.92% -> 95.58%)."
+    from clip_strategies.core import read_safetensors
+    cache = str(tmp_path/'cache.safetensors')
+    common = [*TIP0, 'DATASET.NUM_SHOTS', '1', 'TRAINER.TIP.CACHE', cache]
+    merge = [*common, 'DATASET.NAME', 'mini_shapes', 'TRAINER.TIP.NEW_DATASET', 'true']
+    assert train_main([*common, 'OUTPUT_DIR', str(tmp_path/'base')]) == 0
+    assert train_main([*merge, 'OUTPUT_DIR', str(tmp_path/'m1')]) == 0
+    keys1 = read_safetensors(cache)[0]['keys']
+    capsys.readouterr()
+    assert train_main([*merge, 'OUTPUT_DIR', str(tmp_path/'m2')]) == 0
+    keys2 = read_safetensors(cache)[0]['keys']
+    assert len(keys1) == len(keys2) == 2 * 8 and torch.equal(keys1, keys2)
+    assert _accuracy(tmp_path/'m2') == _accuracy(tmp_path/'m1')
+    assert 'mini_shapes was already in the Tip cache' in capsys.readouterr().out
+    from clip_strategies.tip import read_cache
+    assert [d['dataset'] for d in read_cache(cache)[1]['datasets']] == ['mini_shift', 'mini_shapes']
