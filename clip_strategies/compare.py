@@ -150,6 +150,7 @@ def check_out_folder(out:Path):
         raise FileExistsError(f"{str(out)!r} holds files that no comparison wrote ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}): "
                               f"choose a new or empty folder for --out, so that none of them is overwritten")
 
+# %% ../nbs/42_compare.ipynb #28b5bca9
 def check_compare_dir(out:Path, # the comparison's folder
                       record:dict, # from `compare_record`
                      ):
@@ -364,6 +365,7 @@ def run_missing(out:Path, grid:list, config, overrides:dict, jobs:int=1, progres
         raise ComparisonInterrupted(f"{done} of {len(grid)} runs are finished and saved in {str(Path(out)/'runs')!r} "
                                     f"(a run cut short resumes from its last checkpoint, if it saved one)") from None
 
+# %% ../nbs/42_compare.ipynb #fbff8119
 def compare(strategies:list|None=None, # names, combinations ('lora+coop' or lists); None: every registered strategy
             shots:list=(1, 2, 4, 8, 16), # training images per class
             seeds:list=(1, 2, 3), # split and training seeds (CoOp's)
@@ -418,6 +420,7 @@ def parse_compare_args(argv=None)->argparse.Namespace:
     p.add_argument('overrides', nargs='*', metavar='KEY VALUE', help="config overrides for every run, e.g. OPTIM.MAX_EPOCH 5")
     return p.parse_args(argv)
 
+# %% ../nbs/42_compare.ipynb #9f5c5b7f
 def run_child(d:Path, parent:int|None)->int:
     "A child process: run the request in `d`, dying with `parent`; Ctrl-C ends it with one line."
     if parent: die_with_parent(parent)

@@ -321,6 +321,7 @@ def _check_keys(flat:dict, fields:dict, source:str):
                                    (f" Did you mean {' or '.join(map(repr, close_matches(key, fields)))}?" if close_matches(key, fields) else
                                     f" Config keys start with {', '.join(sorted({k.split('.')[0] for k in fields}))}."))
 
+# %% ../nbs/40_config.ipynb #3f130716
 def _part_recipe(run, bases:list)->dict:
     "The recipe of one part: its own, else its first base's that has one."
     return next((dict(c.recipe) for c in [run] + bases if c.recipe), {})
