@@ -11,15 +11,12 @@ import torch.nn.functional as F
 import clip_strategies.adapter  # registers lora
 from clip_strategies.models import load_clip, with_tokenizer
 from clip_strategies.strategy import get_strategy
+from tiny_backbones import tiny_clip
 
 torch.set_num_threads(1)
 TOL = dict(atol=1e-5, rtol=1e-5)
 
 
-def tiny_clip():
-    m = open_clip.CLIP(embed_dim=32, vision_cfg=dict(layers=2, width=64, patch_size=8, image_size=32, head_width=32),
-                       text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
-    return with_tokenizer(m.eval(), open_clip.get_tokenizer('ViT-B-32'))
 
 
 def blocks(model):
