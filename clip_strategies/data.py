@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['OPENAI_TEMPLATES', 'IMAGENET7_TEMPLATES', 'DATASET_TEMPLATES', 'TEMPLATE_SETS', 'DATASET_ALIASES', 'SPLITS',
-           'IMAGE_EXTENSIONS', 'SPLIT_SEED', 'TORCHVISION_DATASETS', 'EUROSAT_CLASSNAMES', 'CALTECH101_CLASSNAMES',
-           'CALTECH101_IGNORED', 'RECALL_KS', 'SUBSAMPLE_CHOICES', 'CLIP_MEAN', 'CLIP_STD', 'TRANSFORM_NAMES',
-           'RANDOM_TRANSFORMS', 'INTERPOLATIONS', 'check_templates', 'get_templates', 'register_dataset',
-           'list_datasets', 'get_dataset', 'UnreadableImageError', 'load_image', 'ClassificationDataset',
-           'LabeledSubset', 'stratified_split', 'image_folder', 'DatasetUnavailableError', 'data_dir', 'socket_timeout',
-           'open_torchvision', 'torchvision_dataset', 'text_lines', 'read_captions', 'CaptionDataset',
-           'check_retrieval_size', 'caption_dataset', 'few_shot_indices', 'class_halves', 'ClassSubset',
-           'subsample_classes', 'few_shot_splits', 'check_transform_names', 'build_transform',
-           'has_random_augmentation', 'dataset_attr', 'has_classes', 'random_augmentation']
+__all__ = ['OPENAI_TEMPLATES', 'DATASET_TEMPLATES', 'TEMPLATE_SETS', 'DATASET_ALIASES', 'SPLITS', 'IMAGE_EXTENSIONS',
+           'SPLIT_SEED', 'TORCHVISION_DATASETS', 'EUROSAT_CLASSNAMES', 'CALTECH101_CLASSNAMES', 'CALTECH101_IGNORED',
+           'RECALL_KS', 'SUBSAMPLE_CHOICES', 'CLIP_MEAN', 'CLIP_STD', 'TRANSFORM_NAMES', 'RANDOM_TRANSFORMS',
+           'INTERPOLATIONS', 'check_templates', 'get_templates', 'register_dataset', 'list_datasets', 'get_dataset',
+           'UnreadableImageError', 'load_image', 'ClassificationDataset', 'LabeledSubset', 'stratified_split',
+           'image_folder', 'DatasetUnavailableError', 'data_dir', 'socket_timeout', 'open_torchvision',
+           'torchvision_dataset', 'text_lines', 'read_captions', 'CaptionDataset', 'check_retrieval_size',
+           'caption_dataset', 'few_shot_indices', 'class_halves', 'ClassSubset', 'subsample_classes', 'few_shot_splits',
+           'check_transform_names', 'build_transform', 'has_random_augmentation', 'dataset_attr', 'has_classes',
+           'random_augmentation']
 
 # %% ../nbs/04_data.ipynb #16aabdf7
 import torch
@@ -28,6 +28,7 @@ import torchvision
 from torchvision import transforms as T
 from .core import check_name, cache_dir, ToRGB
 from .mini import MINI_DATASETS
+from .tables import IMAGENET7_TEMPLATES, COOP_TEMPLATES, PLAIN_TEMPLATE
 
 # %% ../nbs/04_data.ipynb #369ef910
 # The 80 prompt templates of the CLIP paper's ImageNet zero-shot classifier (CLIP repo, notebooks/Prompt_Engineering_for_ImageNet).
@@ -55,26 +56,10 @@ OPENAI_TEMPLATES = [
 ]
 
 # %% ../nbs/04_data.ipynb #feaa18a5
-# The 7-template ImageNet subset of CoOp's ZeroshotCLIP2 and Tip-Adapter.
-IMAGENET7_TEMPLATES = ['itap of a {}.', 'a bad photo of the {}.', 'a origami {}.', 'a photo of the large {}.',
-                       'a {} in a video game.', 'art of the {}.', 'a photo of the small {}.']
+# One hand-written template per dataset: CoOp's CUSTOM_TEMPLATES (the table in `tables`), and the plain one for the rest.
+DATASET_TEMPLATES = COOP_TEMPLATES | {k: PLAIN_TEMPLATE for k in ['cifar10', 'cifar100', 'imagefolder']}
 
-# One hand-written template per dataset (CoOp's CUSTOM_TEMPLATES).
-DATASET_TEMPLATES = {
-    'flowers102': 'a photo of a {}, a type of flower.',
-    'oxford_pets': 'a photo of a {}, a type of pet.',
-    'dtd': '{} texture.',
-    'eurosat': 'a centered satellite photo of {}.',
-    'food101': 'a photo of {}, a type of food.',
-    'stanford_cars': 'a photo of a {}.',
-    'fgvc_aircraft': 'a photo of a {}, a type of aircraft.',
-    'caltech101': 'a photo of a {}.',
-    'cifar10': 'a photo of a {}.',
-    'cifar100': 'a photo of a {}.',
-    'imagefolder': 'a photo of a {}.',
-}
-
-TEMPLATE_SETS = {'openai': OPENAI_TEMPLATES, 'imagenet7': IMAGENET7_TEMPLATES, 'simple': ['a photo of a {}.']}
+TEMPLATE_SETS = {'openai': OPENAI_TEMPLATES, 'imagenet7': IMAGENET7_TEMPLATES, 'simple': [PLAIN_TEMPLATE]}
 
 # %% ../nbs/04_data.ipynb #265dccee
 def check_templates(templates, # a template string or a list of them
