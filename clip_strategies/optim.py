@@ -135,11 +135,12 @@ def scheduled_lr(t:int, # optimiser step (from 0) the rate is for
                  kind:str='cosine', # after the warm-up: 'cosine' (to 0) or 'constant'
                  warmup_type:str='linear', # 'linear': from `warmup_lr` to `base`; 'constant': `warmup_lr` throughout
                  warmup_lr:float=1e-5, # OPTIM.WARMUP_CONS_LR
+                 min_lr:float=0., # OPTIM.MIN_LR: where the cosine ends (CLIP-LoRA's eta_min 1e-6)
                 )->float:
     "The learning rate at optimiser step `t`."
     if t < warmup: return warmup_lr if warmup_type == 'constant' else warmup_lr + (base - warmup_lr) * t / warmup
     if kind == 'constant': return base
-    return base * 0.5 * (1 + math.cos(math.pi * (t - warmup) / max(1, total - warmup)))
+    return min_lr + (base - min_lr) * 0.5 * (1 + math.cos(math.pi * (t - warmup) / max(1, total - warmup)))
 
 # %% ../nbs/07_optim.ipynb #bf55103f
 class LRScheduleCB(Callback):
@@ -148,14 +149,16 @@ class LRScheduleCB(Callback):
                  warmup_epochs:float=0, # OPTIM.WARMUP_EPOCH
                  warmup_type:str='linear', # OPTIM.WARMUP_TYPE: 'linear' or 'constant'
                  warmup_lr:float=1e-5, # OPTIM.WARMUP_CONS_LR: the constant warm-up rate, or where a linear one starts
+                 min_lr:float=0., # OPTIM.MIN_LR: where the cosine ends
+                 total_steps:int|None=None, # OPTIM.MAX_ITER: the run's optimiser steps (None: epochs × steps per epoch)
                 ):
         self.kind, self.warmup_type = check_name('lr schedule', kind, SCHEDULES), check_name('warm-up type', warmup_type, WARMUPS)
-        self.warmup_epochs, self.warmup_lr = warmup_epochs, warmup_lr
+        self.warmup_epochs, self.warmup_lr, self.min_lr, self.total_steps = warmup_epochs, warmup_lr, min_lr, total_steps
     def lr(self, learn, base:float)->float:
         "The rate of a group with base rate `base` at the learner's current step."
         spe = learn.steps_per_epoch
-        return scheduled_lr(learn.train_step, base, learn.epochs * spe, round(self.warmup_epochs * spe), self.kind,
-                            self.warmup_type, self.warmup_lr)
+        return scheduled_lr(learn.train_step, base, self.total_steps or learn.epochs * spe, round(self.warmup_epochs * spe),
+                            self.kind, self.warmup_type, self.warmup_lr, self.min_lr)
     def after_create_opt(self, learn):
         for g in learn.opt.param_groups: g.setdefault('initial_lr', g['lr'])
         self.after_step(learn)

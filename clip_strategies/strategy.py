@@ -9,7 +9,7 @@ import copy, functools, importlib, inspect, json, types, typing
 # %% auto #0
 __all__ = ['STRATEGY_MODULES', 'LEARNED_FORMAT', 'FITTED', 'COMBINATION_RECIPES', 'StrategyError', 'OptionError', 'check_option',
            'Options', 'Trains', 'Adds', 'Scores', 'Fits', 'Supports', 'Strategy', 'Selection', 'adamw_recipe',
-           'register_strategy', 'import_strategy_module', 'list_strategies', 'get_strategy_class',
+           'dassl_recipe', 'register_strategy', 'import_strategy_module', 'list_strategies', 'get_strategy_class',
            'registered_strategies', 'load_strategies', 'get_strategy', 'ZeroShot', 'base_strategy', 'check_strategy',
            'StrategyRecord', 'strategy_record', 'added_parameters', 'Addition', 'strategy_spec', 'save_learned',
            'read_learned', 'load_learned', 'recipe_conflicts', 'combination_recipe', 'AskParts', 'Combined']
@@ -116,7 +116,23 @@ class Options:
 class Trains:
     "What trains: `apply` changes the model in place, `param_groups` feed the optimiser, `callbacks` join the Learner."
     trains = True  # False: nothing to optimise, the command line skips training (zero-shot, training-free methods)
-    recipe = {}  # config values of the strategy's reference recipe, applied where the config does not set them
+    recipe = {}  # the mini-lab recipe: config values applied where the config does not set them (backbone 'mini')
+    real_recipe = {}  # the recipe on real CLIP (any other backbone), in the same keys
+    real_recipe_by = 'ours'  # 'authors': read from their released code (RECIPES.md); 'ours': this project's choice
+    real_recipe_source = ''  # where `real_recipe` comes from (RECIPES.md section, the authors' file and lines), or why ours
+
+    @classmethod
+    def recipe_for(cls, backbone:str, # MODEL.BACKBONE.NAME: 'mini', or a real CLIP
+                   dataset:str|None=None, # DATASET.NAME (authors who vary a value per dataset read it)
+                   shots:int=16, # DATASET.NUM_SHOTS (authors who vary a value with the shots read it)
+                  )->dict:
+        "The recipe on `backbone`: `recipe` on the mini lab, else `real_recipe` (override to vary it by dataset or shots)."
+        return dict(cls.recipe if backbone == 'mini' else cls.real_recipe)
+
+    @classmethod
+    def recipe_label(cls, backbone:str)->str:
+        "Whose recipe `recipe_for(backbone)` is: 'mini lab', 'authors' or 'ours'."
+        return 'mini lab' if backbone == 'mini' else cls.real_recipe_by
 
     def apply(self, model:nn.Module)->nn.Module:
         "Change `model` in place so that `requires_grad` tells what trains; return it. Must be idempotent."
@@ -221,6 +237,15 @@ def adamw_recipe(lr:float, # peak learning rate
     "A recipe in the original tool's keys: AdamW, cosine schedule, linear warm-up (the first family's mini-lab recipe)."
     return {'OPTIM.NAME': 'adamw', 'OPTIM.LR': lr, 'OPTIM.WEIGHT_DECAY': weight_decay, 'OPTIM.MAX_EPOCH': epochs,
             'OPTIM.LR_SCHEDULER': 'cosine', 'OPTIM.WARMUP_EPOCH': warmup_epochs, 'OPTIM.WARMUP_TYPE': 'linear'}
+
+def dassl_recipe(epochs:int, # OPTIM.MAX_EPOCH
+                 lr:float=0.002, # SGD learning rate
+                 batch_size:int=32, # training batch size
+                )->dict:
+    "The Dassl recipe of the CoOp family (RECIPES.md §1.0): SGD, momentum 0.9, weight decay 5e-4, cosine, 1 warm-up epoch at 1e-5."
+    return {'OPTIM.NAME': 'sgd', 'OPTIM.LR': lr, 'OPTIM.MOMENTUM': 0.9, 'OPTIM.WEIGHT_DECAY': 5e-4, 'OPTIM.MAX_EPOCH': epochs,
+            'OPTIM.LR_SCHEDULER': 'cosine', 'OPTIM.WARMUP_EPOCH': 1, 'OPTIM.WARMUP_TYPE': 'constant', 'OPTIM.WARMUP_CONS_LR': 1e-5,
+            'DATALOADER.TRAIN_X.BATCH_SIZE': batch_size}
 
 # %% ../nbs/14_strategy.ipynb #54982da8
 STRATEGY_MODULES = {  # every registered name -> the module that registers it (imported on the first lookup of the name)
