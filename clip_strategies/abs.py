@@ -317,3 +317,7 @@ class ABS(Strategy):
     def callbacks(self)->list:
         "The base strategy's callbacks and the `ABSCallback`."
         return self.base_strategy.callbacks() + [ABSCallback(self.warmup_epochs, self.keep, self.top, self.group, self.names())]
+
+# %% ../nbs/28_abs.ipynb #d2036811
+ABS.real_recipe = adamw_recipe(1e-05, weight_decay=0.1, epochs=10, warmup_epochs=1) | {'DATALOADER.TRAIN_X.BATCH_SIZE': 32}
+ABS.real_recipe_source = "ours: WiSE-FT's fine-tuning optimiser (AdamW, cosine after a warm-up; RECIPES.md §1.10), as the full fine-tune it selects from (1e-5, weight decay 0.1, 10 epochs)"

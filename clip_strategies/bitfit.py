@@ -65,3 +65,7 @@ class BitFit(Strategy):
         params = dict(freeze(model).named_parameters())
         for n, mask in sel.items(): set_grad_mask(params[n].requires_grad_(True), mask)
         return model
+
+# %% ../nbs/25_bitfit.ipynb #8c6abd8b
+BitFit.real_recipe = adamw_recipe(0.001, weight_decay=0.0, epochs=10, warmup_epochs=1) | {'DATALOADER.TRAIN_X.BATCH_SIZE': 32}
+BitFit.real_recipe_source = "ours: AdamW at 1e-3 without weight decay: BitFit trains only bias vectors, which the BitFit paper tunes at 1e-4 to 1e-3; 10 epochs as the other fine-tunes"

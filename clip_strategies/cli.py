@@ -4,28 +4,30 @@
 
 # %% ../nbs/41_cli.ipynb #e61acc3b
 from __future__ import annotations
-import argparse, contextlib, json, shlex, shutil, sys, time, warnings
+import argparse, contextlib, json, math, shlex, shutil, subprocess, sys, time, warnings
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['other_test_sets', 'RUN_FILES', 'USER_ERRORS', 'RUN_ERRORS', 'backbone_input', 'image_transforms', 'build_splits',
-           'unseen_class_words', 'check_output_dir', 'clear_run', 'run_context', 'make_learner', 'train', 'run',
-           'protocol_run', 'parse_args', 'resolve_config', 'train_main', 'interrupted_note']
+           'unseen_class_words', 'check_output_dir', 'clear_run', 'run_context', 'make_learner', 'git_commit',
+           'evaluated_weights', 'transform_steps', 'recipe_card', 'train', 'run', 'protocol_run', 'parse_args',
+           'resolve_config', 'train_main', 'interrupted_note']
 
 # %% ../nbs/41_cli.ipynb #6ae51048
 from torchvision import transforms as T
 from .core import count_params, seed_everything, save_safetensors, atomic_write, is_main_process, process_rank, folder_lock
 from .models import load_clip, WeightsUnavailableError
-from .data import get_dataset, few_shot_splits, build_transform, dataset_attr, DatasetUnavailableError, UnreadableImageError
+from .data import get_dataset, few_shot_splits, build_transform, dataset_attr, split_checksum, DatasetUnavailableError, UnreadableImageError
 from .zeroshot import warn_unseen_words, UnseenWordsWarning, truncated_captions_note
-from .optim import OptFunc, LRScheduleCB
+from .optim import OptFunc, LRScheduleCB, StepBudgetCB, epochs_for_steps
 from .objectives import default_objective
 from .learner import Learner, dataloaders
 from .callback import processes
-from .callbacks import NonFiniteLossError, RunContext
+from .callbacks import NonFiniteLossError, RunContext, BestEpochCB
 from .checkpoint import CheckpointError, has_checkpoint
 from .feature_cache import FeatureCacheCB
-from .config import load_config, config_path, Config
+from .config import load_config, config_path, Config, annotated_yaml
+from . import __version__
 from .strategy import save_learned, strategy_spec
 from .evaluate import (task_of, check_task_of, test_split, full_test_split, also_test_sets, evaluate, evaluate_sets,
                                       class_scores, headline, base_to_new, NEW_CLASSES)
@@ -110,10 +112,43 @@ def make_learner(cfg:Config, model, tokenizer, strategy, splits:dict, run:RunCon
     objective, batch_size, accum = objective.accumulate(cfg['DATALOADER.TRAIN_X.BATCH_SIZE'], cfg['TRAIN.GRAD_ACCUM_STEPS'])
     dls = dataloaders(splits['train'], splits['val'], batch_size=batch_size, seed=cfg['SEED'],
                       num_workers=cfg['DATALOADER.NUM_WORKERS'], valid_batch_size=cfg['DATALOADER.TEST.BATCH_SIZE'])
-    schedule = LRScheduleCB(cfg['OPTIM.LR_SCHEDULER'], cfg['OPTIM.WARMUP_EPOCH'], cfg['OPTIM.WARMUP_TYPE'], cfg['OPTIM.WARMUP_CONS_LR'])
+    steps, epochs, budget = cfg['OPTIM.MAX_ITER'], cfg['OPTIM.MAX_EPOCH'], []  # an iteration-based recipe counts steps
+    if steps: epochs, budget = epochs_for_steps(steps, math.ceil(len(dls.train) / accum)), [StepBudgetCB(steps)]
+    schedule = LRScheduleCB(cfg['OPTIM.LR_SCHEDULER'], cfg['OPTIM.WARMUP_EPOCH'], cfg['OPTIM.WARMUP_TYPE'], cfg['OPTIM.WARMUP_CONS_LR'],
+                            cfg['OPTIM.MIN_LR'], steps or None)
     opt_func = OptFunc(cfg['OPTIM.NAME'], cfg['OPTIM.WEIGHT_DECAY'], cfg['OPTIM.MOMENTUM'], strategy.param_groups)
-    return run.learner(model, dls, objective, cfg['OPTIM.LR'], cfg['OPTIM.MAX_EPOCH'], opt_func, [FeatureCacheCB()] + strategy.callbacks(),
+    return run.learner(model, dls, objective, cfg['OPTIM.LR'], epochs, opt_func, [FeatureCacheCB()] + strategy.callbacks() + budget,
                        grad_accum=accum, max_grad_norm=cfg['OPTIM.MAX_GRAD_NORM'], schedule=schedule)
+
+# %% ../nbs/41_cli.ipynb #a77a9bb4
+def git_commit(path:Path=Path(__file__).parent if '__file__' in globals() else Path('.'), # a folder inside the checkout
+              )->str|None:
+    "The commit of the checkout the package runs from (None when it is not a git checkout)."
+    try: out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=path, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError): return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+def evaluated_weights(learn:Learner|None)->dict:
+    "Which weights were evaluated: 'none' trained, the 'last' epoch's, or the 'best' epoch's on validation."
+    if learn is None: return dict(checkpoint='none trained')
+    best = learn.cb(BestEpochCB)
+    if best is None: return dict(checkpoint='last', epoch=learn.epoch + 1)
+    return dict(checkpoint='best on val', epoch=best.best_epoch + 1, chosen_on='val')  # epoch 0: the start
+
+def transform_steps(transform)->list:
+    "A torchvision pipeline as one line per step."
+    return [' '.join(repr(t).split()) for t in getattr(transform, 'transforms', [transform])]
+
+def recipe_card(cfg:Config, strategy, model, splits:dict, learn:Learner|None, transforms:tuple)->dict:
+    "What the run ran, for the record (see above)."
+    templates = dataset_attr(splits['train'], 'templates')
+    return dict(recipe=cfg.recipe_source or 'none (every key set)', recipe_source=cfg.recipe_reference,
+                recipe_keys=sorted(cfg.from_recipe), templates=templates and list(strategy.prompt_templates(model, templates)),
+                train_transform=transform_steps(transforms[0]), test_transform=transform_steps(transforms[1]),
+                epochs_run=learn.epoch + 1 if learn else 0, steps_run=learn.train_step if learn else 0,
+                evaluated=evaluated_weights(learn), selection_split='val',
+                split_checksums={k: split_checksum(v) for k, v in splits.items() if k in ('train', 'val', 'test')},
+                version=__version__, git_commit=git_commit())
 
 # %% ../nbs/41_cli.ipynb #552daf68
 def train(cfg:Config, # a validated config (`load_config`)
@@ -146,9 +181,10 @@ def train(cfg:Config, # a validated config (`load_config`)
     metrics = dict(strategy=strategy.name, spec=strategy_spec(strategy), backbone=cfg['MODEL.BACKBONE.NAME'], pretrained=cfg['MODEL.BACKBONE.PRETRAINED'],
                    dataset=cfg['DATASET.NAME'], task=task, num_shots=cfg['DATASET.NUM_SHOTS'], seed=cfg['SEED'],
                    trainable_params=trainable, total_params=total, train_seconds=round(time.time() - t0, 2),
-                   epochs=cfg['OPTIM.MAX_EPOCH'], processes=processes(learn), **after, before=before, also=also,
+                   epochs=learn.epoch + 1 if learn else 0, processes=processes(learn), **after, before=before, also=also,
                    history=[r for r in learn.history if 'train_loss' in r] if learn else [])
     metrics['base_to_new'] = base_to_new(metrics)
+    metrics['card'] = recipe_card(cfg, strategy, model, splits, learn, image_transforms(cfg, preprocess))
     return dict(model=model, tokenizer=tokenizer, strategy=strategy, learner=learn, splits=splits, metrics=metrics)
 
 # %% ../nbs/41_cli.ipynb #49f7bee1
@@ -195,6 +231,7 @@ def parse_args(argv=None)->argparse.Namespace:
     p.add_argument('--resume', action='store_true', help="continue from the last checkpoint in OUTPUT_DIR")
     p.add_argument('--restart', action='store_true', help="start over in OUTPUT_DIR: delete an earlier run's checkpoints and outputs there")
     p.add_argument('--no-progress', action='store_true', help="no progress bars: log lines every TRAIN.PRINT_FREQ batches instead")
+    p.add_argument('--print-config', action='store_true', help="print the resolved config as YAML, each key with where its value came from, and exit")
     p.add_argument('overrides', nargs='*', metavar='KEY VALUE', help="config overrides, e.g. OPTIM.LR 0.01")
     return p.parse_intermixed_args(argv)  # options anywhere among the KEY VALUE pairs, as people type them
 
@@ -215,6 +252,7 @@ def train_main(argv=None)->int:
     args, cfg = parse_args(argv), None
     try:
         cfg = load_config(resolve_config(args.config), args.overrides)
+        if args.print_config: print(annotated_yaml(cfg), end=''); return 0  # no model loaded, nothing written
         run(cfg, resume=args.resume, progress=not args.no_progress, restart=args.restart)
     except KeyboardInterrupt:
         print(f"clip_strategies_train: {interrupted_note(Path(cfg['OUTPUT_DIR']), argv) if cfg else 'interrupted'}", file=sys.stderr); return 130

@@ -13,9 +13,9 @@ __all__ = ['GRID_KEYS', 'parse_strategy', 'strategy_label', 'check_distinct', 'c
            'strategy_overrides', 'run_overrides', 'check_overrides', 'check_combinations', 'check_grid',
            'task_refusals', 'compare_record', 'read_json', 'check_out_folder', 'check_compare_dir', 'run_dir',
            'finished', 'write_request', 'peak_memory', 'run_one', 'die_with_parent', 'child_env', 'launch', 'stop',
-           'tail', 'run_grid', 'run_row', 'write_table', 'score', 'mean_std', 'seed_mean', 'summary', 'ranking_table',
-           'plot_compare', 'ComparisonInterrupted', 'run_missing', 'compare', 'comma_list', 'parse_compare_args',
-           'run_child', 'report', 'compare_main']
+           'tail', 'run_grid', 'card_columns', 'run_row', 'write_table', 'score', 'mean_std', 'seed_mean', 'summary',
+           'ranking_table', 'plot_compare', 'ComparisonInterrupted', 'run_missing', 'compare', 'comma_list',
+           'parse_compare_args', 'run_child', 'report', 'compare_main']
 
 # %% ../nbs/42_compare.ipynb #2317be11
 import torch
@@ -256,6 +256,10 @@ def run_grid(todo:list, # run folders still to do (each holds its request)
     return failed
 
 # %% ../nbs/42_compare.ipynb #ea2c1db8
+def card_columns(card:dict)->dict:
+    "A run's recipe card as table columns (`card.<field>`; lists and dicts as one line of JSON)."
+    return {f'card.{k}': v if v is None or isinstance(v, (str, int, float)) else json.dumps(v) for k, v in card.items()}
+
 def run_row(d:Path, spec, shots:int, seed:int)->dict:
     "The table row of the finished run in `d` (an unreadable one is an error naming the file and the way out)."
     fix = f"delete the run's folder {str(d)!r} and run the same command again: the comparison runs it anew"
@@ -267,6 +271,7 @@ def run_row(d:Path, spec, shots:int, seed:int)->dict:
                    i2t_r1_before=m['before'].get('i2t_r1'), t2i_r1_before=m['before'].get('t2i_r1'), trainable_params=m['trainable_params'],
                    total_params=m['total_params'], train_seconds=m['train_seconds'], **r)
         row |= {f'{n}_accuracy': (v['after'] or {}).get('accuracy') for n, v in m.get('also', {}).items()}
+        row |= card_columns(m.get('card', {}))
     except (KeyError, TypeError, AttributeError) as e: raise ValueError(f"{str(Path(d)/'metrics.json')!r} is not a run's metrics (no {e}): {fix}") from None
     return row | ({'harmonic_mean': m['base_to_new']['harmonic_mean']} if m.get('base_to_new') else {})
 

@@ -11,7 +11,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['SCHEMA', 'Field', 'owned', 'flatten', 'unflatten', 'check_minimum', 'option_field', 'strategy_classes',
            'declared_keys', 'Config', 'parse_overrides', 'DuplicateKeyError', 'UniqueKeyLoader', 'read_yaml',
-           'allowed_fields', 'load_config', 'config_path']
+           'allowed_fields', 'load_config', 'key_source', 'resolved', 'annotated_yaml', 'config_path']
 
 # %% ../nbs/40_config.ipynb #92e618ac
 import yaml
@@ -205,8 +205,8 @@ def _options_from(cfg:dict, given:set, cls)->tuple:
 
 # %% ../nbs/40_config.ipynb #7f538508
 class Config(dict):
-    "A validated config: flat dotted keys -> values (`cfg['OPTIM.LR']`); `given` holds the keys the file or overrides set."
-    given, from_recipe = frozenset(), {}
+    "A validated config: flat dotted keys -> values (`cfg['OPTIM.LR']`); where each came from: `from_file`, `from_user`, `from_recipe`."
+    given, from_file, from_user, from_recipe, recipe_source, recipe_reference = frozenset(), frozenset(), frozenset(), {}, '', ''
     def nested(self)->dict:
         "The config as nested dicts, as in the YAML file."
         return unflatten(dict(self))
@@ -216,14 +216,15 @@ class Config(dict):
 
 def _part_spec(cfg:Config, run, bases:list)->tuple:
     "(`{'name': ..., **options}` of one part, {(strategy, option): config key})."
-    opts, keys = _options_from(cfg, cfg.given, run)
+    set_keys = cfg.given | set(cfg.from_recipe)  # a recipe may set a strategy's options too
+    opts, keys = _options_from(cfg, set_keys, run)
     keys = {(run.name, o): k for o, k in keys.items()}
-    for b in bases: keys.update({(b.name, o): k for o, k in _options_from(cfg, cfg.given, b)[1].items()})
+    for b in bases: keys.update({(b.name, o): k for o, k in _options_from(cfg, set_keys, b)[1].items()})
     if len(bases) == 1:
-        bopts = _options_from(cfg, cfg.given, bases[0])[0]
+        bopts = _options_from(cfg, set_keys, bases[0])[0]
         if run.switch: opts['base'] = bases[0].name
         if bopts and 'base_options' not in opts: opts['base_options'] = bopts
-    elif bases: opts['base'] = [{'name': b.name, **_options_from(cfg, cfg.given, b)[0]} for b in bases]
+    elif bases: opts['base'] = [{'name': b.name, **_options_from(cfg, set_keys, b)[0]} for b in bases]
     return {'name': run.name, **opts}, keys
 
 def _default_notes(cfg:Config, run)->list:
@@ -240,8 +241,10 @@ def strategy_spec(self:Config)->dict:
     for run, bases in _run_parts(self):
         part, k = _part_spec(self, run, bases)
         parts.append(part); keys.update(k); notes += _default_notes(self, run)
-    if self.from_recipe: notes.append(f"{'+'.join(p['name'] for p in parts)}'s recipe sets " +
+    if self.from_recipe: notes.append(f"recipe ({self.recipe_source}) sets " +
                                       ', '.join(f'{k}={v!r}' for k, v in self.from_recipe.items()) + " (set a key to override it)")
+    if self['OPTIM.MAX_ITER'] and 'OPTIM.MAX_EPOCH' in self.given:
+        notes.append(f"OPTIM.MAX_ITER = {self['OPTIM.MAX_ITER']} decides how long the run trains: OPTIM.MAX_EPOCH is not used")
     single = len(parts) == 1
     return dict(name=parts[0]['name'] if single else [p['name'] for p in parts], parts=parts, keys=keys, notes=notes,
                 options={k: v for k, v in parts[0].items() if k != 'name'} if single else {})
@@ -324,21 +327,32 @@ def _check_keys(flat:dict, fields:dict, source:str):
                                     f" Config keys start with {', '.join(sorted({k.split('.')[0] for k in fields}))}."))
 
 # %% ../nbs/40_config.ipynb #3f130716
-def _part_recipe(run, bases:list)->dict:
-    "The recipe of one part: its own, else its first base's that has one."
-    return next((dict(c.recipe) for c in [run] + bases if c.recipe), {})
+def _where(values:dict)->tuple:
+    "(backbone, dataset, shots): what a recipe depends on."
+    get = lambda k: values.get(k, SCHEMA[k].default)
+    return get('MODEL.BACKBONE.NAME'), get('DATASET.NAME'), get('DATASET.NUM_SHOTS')
 
-def _recipe(values:dict, given=frozenset())->dict:
-    "The recipe the config runs: its strategy's, or its combination's (refused where the parts differ on a key not `given`)."
-    parts = _run_parts(values)
-    names, recipes = [run.name for run, _ in parts], [_part_recipe(*p) for p in parts]
-    if len(parts) == 1: return recipes[0]
+def _part_recipe(run, bases:list, where:tuple)->tuple:
+    "(the recipe of one part on `where`, whose it is, its source): its own, else its first base's that has one."
+    for c in [run] + bases:
+        if (r := c.recipe_for(*where)):
+            return r, f"{c.name}, {c.recipe_label(where[0])}", c.real_recipe_source if where[0] != 'mini' else 'tuned on the mini lab'
+    return {}, '', ''
+
+def _recipe(values:dict, given=frozenset())->tuple:
+    "(the recipe the config runs, whose, its source): its strategy's, or its combination's (refused where parts differ on a key not `given`)."
+    parts, where = _run_parts(values), _where(values)
+    names, found = [run.name for run, _ in parts], [_part_recipe(*p, where) for p in parts]
+    recipes = [r for r, *_ in found]
+    if len(parts) == 1: return found[0]
+    if where[0] != 'mini':  # real CLIP: combination recipes are tuned on the mini lab; the first part's real recipe runs
+        return next(((dict(r), f"{l} (first part of {'+'.join(names)})", src) for r, l, src in found if r), ({}, '', ''))
     open_keys = {k: by for k, by in recipe_conflicts(names, recipes).items() if k not in given}
     if open_keys and tuple(names) not in COMBINATION_RECIPES:
         differ = '; '.join(f"{k} ({', '.join(f'{n}: {v!r}' for n, v in by.items())})" for k, by in open_keys.items())
         raise ValueError(f"The recipes of {names} differ in {differ}, and the combination has no recipe of its own: set "
                          f"{', '.join(open_keys)} in the config or as KEY VALUE overrides")
-    return combination_recipe(names, recipes)
+    return combination_recipe(names, recipes), f"{'+'.join(names)}, mini lab", 'tuned on the mini lab'
 
 def _check_read(cfg:Config, declared:dict):
     "Raise when a strategy key is set (to something else than its default) but the strategy that runs does not read it."
@@ -364,11 +378,52 @@ def load_config(path:str|Path|None=None, # a YAML file with the original tool's 
     cfg = Config({k: f.default for k, f in SCHEMA.items()})
     for k, v in {**flat, **over}.items(): cfg[k] = _coerce(k, v, fields[k])
     check_transform_names(cfg['INPUT.TRANSFORMS'])
-    cfg.given = frozenset(flat) | frozenset(over)
+    cfg.from_file, cfg.from_user = frozenset(flat), frozenset(over)
+    cfg.given = cfg.from_file | cfg.from_user
     _check_read(cfg, declared)
-    cfg.from_recipe = {k: _coerce(k, v, fields[k]) for k, v in _recipe(cfg, cfg.given).items() if k not in cfg.given}
+    recipe, cfg.recipe_source, cfg.recipe_reference = _recipe(cfg, cfg.given)
+    if 'OPTIM.MAX_EPOCH' in cfg.given and 'OPTIM.MAX_ITER' not in cfg.given: recipe.pop('OPTIM.MAX_ITER', None)  # your epochs win
+    _check_keys(recipe, fields, f"the recipe of {cfg.recipe_source}")
+    cfg.from_recipe = {k: _coerce(k, v, fields[k]) for k, v in recipe.items() if k not in cfg.given}
     cfg.update(cfg.from_recipe)
     return cfg
+
+# %% ../nbs/40_config.ipynb #a99e2ab5
+def key_source(cfg:Config, key:str)->str:
+    "Where `cfg[key]` came from: 'you', 'config file', 'recipe: <strategy>, <whose>' or 'default'."
+    if key in cfg.from_user: return 'you'
+    if key in cfg.from_file: return 'config file'
+    if key in cfg.from_recipe: return f'recipe: {cfg.recipe_source}'
+    return 'default'
+
+def resolved(cfg:Config)->dict:
+    "Every key the run reads: the config's, and the options of the strategies it runs at their defaults."
+    out = dict(cfg)
+    for cls in _run_classes(cfg):
+        for opt, default in cls.options().items(): out.setdefault(_section(cls.name) + opt.upper(), default)
+    return out
+
+def _flow(value)->str:
+    "`value` as one line of YAML."
+    return yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()[1:-1]
+
+def _tree(flat:dict)->dict:
+    "Flat dotted keys -> nested dicts of keys, in first-appearance order (a leaf holds its full key)."
+    tree = {}
+    for key in flat:
+        *path, leaf = key.split('.'); node = tree
+        for p in path: node = node.setdefault(p, {})
+        node[leaf] = key
+    return tree
+
+def annotated_yaml(cfg:Config)->str:
+    "The resolved config as YAML, each key followed by a comment saying where its value came from."
+    values = resolved(cfg)
+    def lines(node, depth):
+        for name, sub in node.items():
+            if isinstance(sub, dict): yield f"{'  ' * depth}{name}:"; yield from lines(sub, depth + 1)
+            else: yield f"{'  ' * depth}{name}: {_flow(values[sub])}  # {key_source(cfg, sub)}"
+    return '\n'.join(lines(_tree(values), 0)) + '\n'
 
 # %% ../nbs/40_config.ipynb #a3ee9fa4
 def config_path(name:str)->Path:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_data.ipynb #428480dc
 from __future__ import annotations
-import os, io, re, csv, json, math, random, socket, inspect, functools, contextlib
+import os, io, re, csv, json, math, random, socket, hashlib, inspect, functools, contextlib
 from pathlib import Path
 from typing import Callable
 
@@ -17,8 +17,8 @@ __all__ = ['OPENAI_TEMPLATES', 'DATASET_TEMPLATES', 'TEMPLATE_SETS', 'DATASET_AL
            'image_folder', 'DatasetUnavailableError', 'data_dir', 'socket_timeout', 'open_torchvision',
            'torchvision_dataset', 'text_lines', 'read_captions', 'CaptionDataset', 'check_retrieval_size',
            'caption_dataset', 'few_shot_indices', 'class_halves', 'ClassSubset', 'subsample_classes', 'few_shot_splits',
-           'check_transform_names', 'build_transform', 'has_random_augmentation', 'dataset_attr', 'has_classes',
-           'random_augmentation']
+           'item_labels', 'split_positions', 'split_checksum', 'check_transform_names', 'build_transform',
+           'has_random_augmentation', 'dataset_attr', 'has_classes', 'random_augmentation']
 
 # %% ../nbs/04_data.ipynb #16aabdf7
 import torch
@@ -603,6 +603,23 @@ def few_shot_splits(name:str, # a registered classification dataset
     if not hasattr(train, 'labels'): raise TypeError(f"few_shot_splits needs a classification dataset (with labels); {name!r} has none")
     tr, va = few_shot_indices(train.labels, num_shots, seed, min(num_shots, 4), train.classnames)
     return dict(train=LabeledSubset(train, tr, seed), val=LabeledSubset(get('train', test_transform), va, seed), test=test)
+
+# %% ../nbs/04_data.ipynb #dcd3da95
+def item_labels(dataset)->torch.Tensor:
+    "Class ids of a dataset's items (its `labels` when it has them)."
+    y = getattr(dataset, 'labels', None)
+    return torch.as_tensor(y if y is not None else [int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+def split_positions(dataset)->list:
+    "Each item's position in the dataset under all the subsets that wrap it (their `indices`)."
+    pos = list(range(len(dataset)))
+    while getattr(dataset, 'indices', None) is not None and getattr(dataset, 'dataset', None) is not None:
+        pos, dataset = [int(dataset.indices[i]) for i in pos], dataset.dataset
+    return pos
+
+def split_checksum(dataset)->str:
+    "16 hex digits of a sha256 over a split's items: their positions in the underlying dataset and their labels."
+    return hashlib.sha256(json.dumps([split_positions(dataset), item_labels(dataset).tolist()]).encode()).hexdigest()[:16]
 
 # %% ../nbs/04_data.ipynb #b561163e
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

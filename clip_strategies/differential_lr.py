@@ -98,3 +98,7 @@ def param_groups(self:DifferentialLR, model:nn.Module, # the model after `apply`
                 if sub: out.append({**g, 'name': f'{role}/{gname}{suffix}', 'params': sub, 'lr': glr * mult[role],
                                     'lr_mult': mult[role], 'weight_decay': sub_wd})
     return out
+
+# %% ../nbs/27_differential_lr.ipynb #c2ff9c51
+DifferentialLR.real_recipe = adamw_recipe(0.0001, weight_decay=0.1, epochs=10, warmup_epochs=1) | {'DATALOADER.TRAIN_X.BATCH_SIZE': 32}
+DifferentialLR.real_recipe_source = "ours: WiSE-FT's fine-tuning optimiser (AdamW, cosine after a warm-up; RECIPES.md §1.10) at base rate 1e-4: with the default encoder multiplier 0.1 the towers train at the full fine-tune's 1e-5"

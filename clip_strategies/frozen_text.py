@@ -22,3 +22,7 @@ class FrozenText(Selection):
     def trainable(self, model:nn.Module)->list:
         "Names of the tensors this strategy trains on `model`."
         return vision_names(model) + temperature_names(model) + (text_proj_names(model) if self.text_proj else [])
+
+# %% ../nbs/22_frozen_text.ipynb #afed4dfb
+FrozenText.real_recipe = adamw_recipe(1e-05, weight_decay=0.1, epochs=10, warmup_epochs=1) | {'DATALOADER.TRAIN_X.BATCH_SIZE': 32}
+FrozenText.real_recipe_source = "ours: WiSE-FT's fine-tuning optimiser (AdamW, cosine after a warm-up; RECIPES.md §1.10), as the full fine-tune (1e-5, weight decay 0.1, 10 epochs)"

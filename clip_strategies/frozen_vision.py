@@ -22,3 +22,7 @@ class FrozenVision(Selection):
     def trainable(self, model:nn.Module)->list:
         "Names of the tensors this strategy trains on `model`."
         return text_names(model) + temperature_names(model) + (visual_proj_names(model) if self.visual_proj else [])
+
+# %% ../nbs/21_frozen_vision.ipynb #fa24817b
+FrozenVision.real_recipe = adamw_recipe(1e-05, weight_decay=0.0, epochs=10, warmup_epochs=1) | {'DATALOADER.TRAIN_X.BATCH_SIZE': 32}
+FrozenVision.real_recipe_source = "ours: WiSE-FT's fine-tuning optimiser (AdamW, cosine after a warm-up; RECIPES.md §1.10), at the full fine-tune's 1e-5; no weight decay, so the text tower can only move where the loss asks"

@@ -19,3 +19,7 @@ class Full(Strategy):
              )->nn.Module: # the same model, every parameter trainable
         "Make every parameter trainable, whole (idempotent; removes gradient masks left by BitFit or ABS)."
         return unfreeze(model)
+
+# %% ../nbs/20_full.ipynb #b87186d0
+Full.real_recipe = adamw_recipe(1e-05, weight_decay=0.1, epochs=10, warmup_epochs=1) | {'DATALOADER.TRAIN_X.BATCH_SIZE': 32}
+Full.real_recipe_source = "ours: WiSE-FT's fine-tuning optimiser (AdamW, cosine after a warm-up; RECIPES.md §1.10) at 1e-5 for a batch of 32 (its README's 3e-5 is for a batch of 512), weight decay 0.1 as WiSE-FT, 10 epochs as WiSE-FT"

@@ -38,3 +38,7 @@ class LastN(Selection):
             names += [n for b in blocks[len(blocks) - self.n:] for n in b] + norm
             if self.projections: names += visual_proj_names(model) if tower == 'vision' else text_proj_names(model)
         return names + (temperature_names(model) if self.logit_scale else [])
+
+# %% ../nbs/24_last_n.ipynb #8d68aa51
+LastN.real_recipe = adamw_recipe(1e-05, weight_decay=0.1, epochs=10, warmup_epochs=1) | {'DATALOADER.TRAIN_X.BATCH_SIZE': 32}
+LastN.real_recipe_source = "ours: WiSE-FT's fine-tuning optimiser (AdamW, cosine after a warm-up; RECIPES.md §1.10), as the full fine-tune (1e-5, weight decay 0.1, 10 epochs)"

@@ -9,13 +9,13 @@ import math
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'SCHEDULES', 'WARMUPS', 'no_weight_decay', 'decay_groups', 'default_param_groups',
            'param_group_problems', 'check_param_groups', 'optimizer_groups', 'make_optimizer', 'OptFunc',
-           'scheduled_lr', 'LRScheduleCB']
+           'scheduled_lr', 'LRScheduleCB', 'epochs_for_steps', 'StepBudgetCB']
 
 # %% ../nbs/07_optim.ipynb #1f9e7b74
 import torch
 from torch import nn
 from .core import check_name
-from .callback import Callback
+from .callback import Callback, CancelTrainException
 
 # %% ../nbs/07_optim.ipynb #8fd1f423
 def no_weight_decay(name:str, # parameter name
@@ -165,3 +165,19 @@ class LRScheduleCB(Callback):
     def after_step(self, learn):
         for g in learn.opt.param_groups: g['lr'] = self.lr(learn, g['initial_lr'])
     def __repr__(self): return f'LRScheduleCB({self.kind!r}, warmup_epochs={self.warmup_epochs}, warmup_type={self.warmup_type!r})'
+
+# %% ../nbs/07_optim.ipynb #5b8479de
+def epochs_for_steps(steps:int, # OPTIM.MAX_ITER: optimiser steps of the run
+                     steps_per_epoch:int, # optimiser steps in one pass over the training loader
+                    )->int:
+    "The epochs `steps` optimiser steps need (the last may be partial)."
+    if steps < 1 or steps_per_epoch < 1: raise ValueError(f"steps and steps per epoch must be at least 1, got {steps} and {steps_per_epoch}")
+    return math.ceil(steps / steps_per_epoch)
+
+class StepBudgetCB(Callback):
+    "End training after `max_steps` optimiser steps, in the middle of an epoch if need be (its validation still runs)."
+    run_last = ('after_step',)  # the schedule and the others see the last step first
+    def __init__(self, max_steps:int): self.max_steps = max_steps
+    def after_step(self, learn):
+        if learn.train_step >= self.max_steps: raise CancelTrainException()
+    def __repr__(self): return f'StepBudgetCB({self.max_steps})'

@@ -22,3 +22,7 @@ class Projection(Selection):
     def trainable(self, model:nn.Module)->list:
         "Names of the tensors this strategy trains on `model`."
         return visual_proj_names(model) + text_proj_names(model) + (temperature_names(model) if self.logit_scale else [])
+
+# %% ../nbs/23_projection.ipynb #7cac2b52
+Projection.real_recipe = adamw_recipe(0.0001, weight_decay=0.0, epochs=10, warmup_epochs=1) | {'DATALOADER.TRAIN_X.BATCH_SIZE': 32}
+Projection.real_recipe_source = "ours: WiSE-FT's fine-tuning optimiser (AdamW, cosine after a warm-up; RECIPES.md §1.10); two matrices only, so ten times the full fine-tune's rate and no weight decay"
