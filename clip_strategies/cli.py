@@ -115,7 +115,7 @@ def make_learner(cfg:Config, model, tokenizer, strategy, splits:dict, run:RunCon
     steps, epochs, budget = cfg['OPTIM.MAX_ITER'], cfg['OPTIM.MAX_EPOCH'], []  # an iteration-based recipe counts steps
     if steps: epochs, budget = epochs_for_steps(steps, math.ceil(len(dls.train) / accum)), [StepBudgetCB(steps)]
     schedule = LRScheduleCB(cfg['OPTIM.LR_SCHEDULER'], cfg['OPTIM.WARMUP_EPOCH'], cfg['OPTIM.WARMUP_TYPE'], cfg['OPTIM.WARMUP_CONS_LR'],
-                            cfg['OPTIM.MIN_LR'], steps or None)
+                            cfg['OPTIM.MIN_LR'], steps or None, cfg['OPTIM.LR_UPDATE'])
     opt_func = OptFunc(cfg['OPTIM.NAME'], cfg['OPTIM.WEIGHT_DECAY'], cfg['OPTIM.MOMENTUM'], strategy.param_groups)
     return run.learner(model, dls, objective, cfg['OPTIM.LR'], epochs, opt_func, [FeatureCacheCB()] + strategy.callbacks() + budget,
                        grad_accum=accum, max_grad_norm=cfg['OPTIM.MAX_GRAD_NORM'], schedule=schedule)

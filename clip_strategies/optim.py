@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'SCHEDULES', 'WARMUPS', 'no_weight_decay', 'decay_groups', 'default_param_groups',
+__all__ = ['OPTIMIZERS', 'SCHEDULES', 'WARMUPS', 'LR_UPDATES', 'no_weight_decay', 'decay_groups', 'default_param_groups',
            'param_group_problems', 'check_param_groups', 'optimizer_groups', 'make_optimizer', 'OptFunc',
-           'scheduled_lr', 'LRScheduleCB', 'epochs_for_steps', 'StepBudgetCB']
+           'scheduled_lr', 'dassl_epoch_lr', 'LRScheduleCB', 'epochs_for_steps', 'StepBudgetCB']
 
 # %% ../nbs/07_optim.ipynb #1f9e7b74
 import torch
@@ -127,6 +127,7 @@ class OptFunc:
 # %% ../nbs/07_optim.ipynb #7eb60bd1
 SCHEDULES = ('cosine', 'constant')  # OPTIM.LR_SCHEDULER
 WARMUPS = ('linear', 'constant')  # OPTIM.WARMUP_TYPE
+LR_UPDATES = ('step', 'epoch')  # OPTIM.LR_UPDATE: when the rate changes
 
 def scheduled_lr(t:int, # optimiser step (from 0) the rate is for
                  base:float, # the group's base learning rate
@@ -142,6 +143,20 @@ def scheduled_lr(t:int, # optimiser step (from 0) the rate is for
     if kind == 'constant': return base
     return min_lr + (base - min_lr) * 0.5 * (1 + math.cos(math.pi * (t - warmup) / max(1, total - warmup)))
 
+def dassl_epoch_lr(epoch:int, # the epoch the rate is for (from 0)
+                   base:float, # the group's base learning rate
+                   epochs:int, # OPTIM.MAX_EPOCH: the cosine's period (T_max)
+                   warmup:int=0, # warm-up epochs, counted within `epochs`
+                   kind:str='cosine', # after the warm-up: 'cosine' or 'constant'
+                   warmup_type:str='constant', # 'constant': `warmup_lr` throughout; 'linear': `warmup_lr`, then base × epoch / warmup
+                   warmup_lr:float=1e-5, # OPTIM.WARMUP_CONS_LR
+                   min_lr:float=0., # the cosine's floor
+                  )->float:
+    "Dassl's rate for a whole epoch: warm-up epochs, then a cosine counted afresh over `epochs` (so it never reaches the floor)."
+    if epoch < warmup: return warmup_lr if warmup_type == 'constant' or epoch == 0 else base * epoch / warmup
+    if kind == 'constant': return base
+    return min_lr + (base - min_lr) * 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / epochs))
+
 # %% ../nbs/07_optim.ipynb #bf55103f
 class LRScheduleCB(Callback):
     "Set every group's lr from its base rate before each optimiser step: warm-up, then cosine (or constant)."
@@ -151,12 +166,16 @@ class LRScheduleCB(Callback):
                  warmup_lr:float=1e-5, # OPTIM.WARMUP_CONS_LR: the constant warm-up rate, or where a linear one starts
                  min_lr:float=0., # OPTIM.MIN_LR: where the cosine ends
                  total_steps:int|None=None, # OPTIM.MAX_ITER: the run's optimiser steps (None: epochs × steps per epoch)
+                 per:str='step', # OPTIM.LR_UPDATE: a new rate every optimiser 'step', or once an 'epoch' as Dassl (`dassl_epoch_lr`)
                 ):
         self.kind, self.warmup_type = check_name('lr schedule', kind, SCHEDULES), check_name('warm-up type', warmup_type, WARMUPS)
         self.warmup_epochs, self.warmup_lr, self.min_lr, self.total_steps = warmup_epochs, warmup_lr, min_lr, total_steps
+        self.per = check_name('lr update', per, LR_UPDATES)
     def lr(self, learn, base:float)->float:
         "The rate of a group with base rate `base` at the learner's current step."
         spe = learn.steps_per_epoch
+        if self.per == 'epoch': return dassl_epoch_lr(learn.train_step // spe, base, learn.epochs, round(self.warmup_epochs), self.kind,
+                                                      self.warmup_type, self.warmup_lr, self.min_lr)
         return scheduled_lr(learn.train_step, base, self.total_steps or learn.epochs * spe, round(self.warmup_epochs * spe),
                             self.kind, self.warmup_type, self.warmup_lr, self.min_lr)
     def after_create_opt(self, learn):
@@ -164,7 +183,7 @@ class LRScheduleCB(Callback):
         self.after_step(learn)
     def after_step(self, learn):
         for g in learn.opt.param_groups: g['lr'] = self.lr(learn, g['initial_lr'])
-    def __repr__(self): return f'LRScheduleCB({self.kind!r}, warmup_epochs={self.warmup_epochs}, warmup_type={self.warmup_type!r})'
+    def __repr__(self): return f'LRScheduleCB({self.kind!r}, warmup_epochs={self.warmup_epochs}, warmup_type={self.warmup_type!r}, per={self.per!r})'
 
 # %% ../nbs/07_optim.ipynb #5b8479de
 def epochs_for_steps(steps:int, # OPTIM.MAX_ITER: optimiser steps of the run
