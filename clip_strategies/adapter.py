@@ -4,13 +4,15 @@
 
 # %% ../nbs/32_adapter.ipynb #0dbe76f7
 from __future__ import annotations
-import math, types
+import math, pickle, types
 from typing import Literal
 
 # %% auto #0
-__all__ = ['TowerChoice', 'LoRAMultiheadAttention', 'LoRALinear', 'LORA_TARGETS', 'LORA_ALIASES', 'block_towers', 'resblocks',
-           'BottleneckAdapter', 'Adapter', 'add_lora', 'merge_lora', 'lora_targets', 'LoRA', 'FeatureAdapter',
-           'feature_dim', 'add_feature_adapter', 'CLIPAdapter']
+__all__ = ['TowerChoice', 'LoRAMultiheadAttention', 'LoRALinear', 'LORA_TARGETS', 'LORA_ALIASES', 'CLIP_LORA_KEYS',
+           'CLIP_LORA_METADATA', 'CLIP_LORA_TEXT_POSITIONS', 'CLIP_LORA_VISION_POSITIONS', 'CLIP_LORA_STEPS_PER_SHOT',
+           'REAL_AUGMENT', 'block_towers', 'resblocks', 'BottleneckAdapter', 'Adapter', 'add_lora', 'merge_lora',
+           'lora_targets', 'LoRA', 'FeatureAdapter', 'feature_dim', 'add_feature_adapter', 'CLIPAdapter',
+           'read_clip_lora', 'clip_lora_blocks', 'load_clip_lora']
 
 # %% ../nbs/32_adapter.ipynb #f37625b5
 import torch
@@ -20,7 +22,8 @@ from fastcore.basics import patch
 from .core import close_matches
 from .anatomy import (TOWERS, tower_blocks, text_tower, packed_rows, AdaptableAttention, AdaptableLinear,
                                      LowRankUpdate, adaptable, adapt, holds, unwrap, check_adaptable)
-from .strategy import Addition, OptionError, register_strategy, added_parameters, adamw_recipe
+from .tables import PLAIN_TEMPLATE, coop_epochs
+from .strategy import Addition, OptionError, register_strategy, added_parameters, adamw_recipe, dassl_recipe
 
 # %% ../nbs/32_adapter.ipynb #935c19cf
 TowerChoice = Literal['both', 'vision', 'text']
@@ -157,8 +160,9 @@ class LoRA(Addition):
                  targets:list[str]=['q', 'k', 'v'], # of q, k, v, o (attention), c_fc, c_proj (MLP); Hugging Face names work
                  towers:TowerChoice='both', # which towers get updates
                  scale:Literal['sqrt_rank', 'rank']='sqrt_rank', # s = alpha / sqrt(r) (CLIP-LoRA's code) or alpha / r (the LoRA paper)
+                 templates:Literal['dataset', 'plain']='dataset', # the dataset's prompt templates, or 'a photo of a {}.' (CLIP-LoRA's)
                 ):
-        self.store_options(rank=rank, alpha=alpha, dropout=dropout, targets=targets, towers=towers, scale=scale)
+        self.store_options(rank=rank, alpha=alpha, dropout=dropout, targets=targets, towers=towers, scale=scale, templates=templates)
         if self.rank < 1: raise OptionError(self.name, 'rank', rank, 'an integer >= 1')
         if not 0 <= self.dropout < 1: raise OptionError(self.name, 'dropout', dropout, 'a number in [0, 1)')
         if not math.isfinite(self.alpha): raise OptionError(self.name, 'alpha', alpha, 'a finite number')
@@ -193,6 +197,14 @@ def _check_block(self:LoRA, name:str, block:nn.Module, attn_t:list, mlp_t:list):
             have = [n for n, m in getattr(block, 'mlp', nn.Module()).named_children() if isinstance(m, nn.Linear)]
             raise OptionError(self.name, 'targets', self.targets, f"targets {name} has: its MLP has no plain linear layer {t!r} "
                               f"(it has {', '.join(have) or 'none'})")
+
+# %% ../nbs/32_adapter.ipynb #f4193f61
+@patch
+def prompt_templates(self:LoRA, model:nn.Module, # the adapted model
+                     templates:list, # the dataset's prompt templates
+                    )->list:
+    "The dataset's templates, or CLIP-LoRA's one template `'a photo of a {}.'` for every dataset (`templates='plain'`)."
+    return [PLAIN_TEMPLATE] if self.templates == 'plain' else templates
 
 # %% ../nbs/32_adapter.ipynb #a8b728b9
 class FeatureAdapter(nn.Module):
@@ -268,3 +280,125 @@ LoRA.recipe = {'OPTIM.NAME': 'adamw', 'OPTIM.LR': 1e-2, 'OPTIM.WEIGHT_DECAY': 1e
 CLIPAdapter.recipe = {'OPTIM.NAME': 'sgd', 'OPTIM.LR': 0.05, 'OPTIM.MOMENTUM': 0.9, 'OPTIM.WEIGHT_DECAY': 5e-4,
                       'OPTIM.MAX_EPOCH': 20, 'OPTIM.LR_SCHEDULER': 'cosine', 'OPTIM.WARMUP_EPOCH': 1,
                       'OPTIM.WARMUP_TYPE': 'constant', 'OPTIM.WARMUP_CONS_LR': 1e-5, 'DATALOADER.TRAIN_X.BATCH_SIZE': 32}
+
+# %% ../nbs/32_adapter.ipynb #985cc3ee
+CLIP_LORA_KEYS = {'q': 'q_proj', 'k': 'k_proj', 'v': 'v_proj', 'o': 'proj'}  # LoRA:loralib/utils.py#L141-160 (save_lora)
+CLIP_LORA_METADATA = ('r', 'alpha', 'encoder', 'params', 'position')  # LoRA:loralib/utils.py#L164-170
+CLIP_LORA_TEXT_POSITIONS = {  # LoRA:loralib/utils.py#L10-19 (INDEX_POSITIONS_TEXT)
+    'top1': [11], 'top2': [10, 11], 'top3': [9, 10, 11], 'bottom': [0, 1, 2, 3], 'mid': [4, 5, 6, 7], 'up': [8, 9, 10, 11],
+    'half-up': [6, 7, 8, 9, 10, 11], 'half-bottom': [0, 1, 2, 3, 4, 5], 'all': list(range(12))}
+CLIP_LORA_VISION_POSITIONS = {  # LoRA:loralib/utils.py#L22-44, by image-tower depth: ViT-B/16 (its table holds B/32's), ViT-L/14
+    12: {'top': [11], 'top3': [9, 10, 11], 'bottom': [0, 1, 2, 3], 'mid': [4, 5, 6, 7], 'up': [8, 9, 10, 11],
+         'half-up': [6, 7, 8, 9, 10, 11], 'half-bottom': [0, 1, 2, 3, 4, 5], 'all': list(range(12))},
+    24: {'half-up': list(range(12, 24)), 'half-bottom': list(range(12)), 'all': list(range(24))}}
+
+def read_clip_lora(path, # a `.pt` file CLIP-LoRA's `save_lora` wrote
+                  )->tuple: # (weights, metadata)
+    "The two parts of a CLIP-LoRA file, read with `torch.load(weights_only=True)`: no arbitrary object is unpickled."
+    try: data = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ValueError(f"{path} is not a CLIP-LoRA file that loads with weights_only=True (tensors, numbers, strings, "
+                         f"lists and dicts only): {str(e).splitlines()[0]}") from None
+    if not (isinstance(data, dict) and isinstance(data.get('weights'), dict) and isinstance(data.get('metadata'), dict)):
+        raise ValueError(f"{path} is not a CLIP-LoRA file: save_lora writes a dict of 'weights' and 'metadata' (dicts), this holds "
+                         f"{sorted(data) if isinstance(data, dict) else type(data).__name__}")
+    missing = [k for k in CLIP_LORA_METADATA if k not in data['metadata']]
+    if missing: raise ValueError(f"{path}: its metadata lacks {missing} (save_lora writes {list(CLIP_LORA_METADATA)})")
+    return data['weights'], data['metadata']
+
+# %% ../nbs/32_adapter.ipynb #55178dbc
+def _position_blocks(tower:str, depth:int, position:str)->list:
+    "The indices of the blocks CLIP-LoRA's `position` adapts in a `tower` of `depth` blocks."
+    table = CLIP_LORA_TEXT_POSITIONS if tower == 'text' else CLIP_LORA_VISION_POSITIONS.get(depth, {'all': list(range(depth))})
+    if position not in table: raise ValueError(f"CLIP-LoRA's position {position!r} is not defined for a {tower} tower of {depth} "
+                                               f"blocks; it has {', '.join(table)}")
+    return table[position]
+
+def clip_lora_blocks(model:nn.Module, # an open_clip CLIP
+                     encoder:str, # CLIP-LoRA's `encoder`: 'text', 'vision' or 'both'
+                     position:str, # CLIP-LoRA's `position`, e.g. 'all'
+                    )->list: # the residual blocks, in the order of `save_lora`'s `layer_0`, `layer_1`, ...
+    "The blocks CLIP-LoRA's `apply_lora` adapts: the chosen text blocks first, then the image blocks."
+    if encoder not in ('text', 'vision', 'both'): raise ValueError(f"CLIP-LoRA's encoder is 'text', 'vision' or 'both', not {encoder!r}")
+    out = []
+    for tower in [t for t in ('text', 'vision') if encoder in (t, 'both')]:
+        blocks = [b for _, b in resblocks(model, tower, 'lora')]
+        keep = set(_position_blocks(tower, len(blocks), position))
+        out += [b for i, b in enumerate(blocks) if i in keep]
+    return out
+
+# %% ../nbs/32_adapter.ipynb #65ca7210
+def _clip_lora_factors(layer:dict, targets:list, rank:int, dim:int, where:str)->dict:
+    "`{target: (A, B)}` of one `layer_<i>` entry of a CLIP-LoRA file, its keys and shapes checked."
+    out = {}
+    for t in targets:
+        f = layer.get(CLIP_LORA_KEYS[t]) if isinstance(layer, dict) else None
+        if not (isinstance(f, dict) and all(torch.is_tensor(f.get(k)) for k in ('w_lora_A', 'w_lora_B'))):
+            raise ValueError(f"{where} has no {CLIP_LORA_KEYS[t]!r} with tensors 'w_lora_A' and 'w_lora_B' (its metadata lists "
+                             f"{t!r}); it has {sorted(layer) if isinstance(layer, dict) else type(layer).__name__}")
+        A, B = f['w_lora_A'], f['w_lora_B']
+        if tuple(A.shape) != (rank, dim) or tuple(B.shape) != (dim, rank):
+            raise ValueError(f"{where}.{CLIP_LORA_KEYS[t]}: w_lora_A is {tuple(A.shape)} and w_lora_B {tuple(B.shape)}; this model "
+                             f"needs ({rank}, {dim}) and ({dim}, {rank}) (r = {rank}, block width {dim})")
+        out[t] = (A, B)
+    return out
+
+def load_clip_lora(model:nn.Module, # the open_clip CLIP the file was trained on (LoRA is added to it)
+                   path, # a `.pt` file CLIP-LoRA's `save_lora` wrote
+                   dropout:float=0.25, # the update's input dropout when training goes on (not in the file: CLIP-LoRA's default)
+                  )->LoRA: # the `lora` strategy now applied to `model`, its options from the file
+    "Put the A and B matrices of a CLIP-LoRA checkpoint into this project's LoRA on `model`: the outputs of their model."
+    weights, meta = read_clip_lora(path)
+    bad = [p for p in meta['params'] if p not in CLIP_LORA_KEYS]
+    if bad: raise ValueError(f"{path}: CLIP-LoRA's params are of {list(CLIP_LORA_KEYS)}, this file lists {bad}")
+    strategy = LoRA(rank=meta['r'], alpha=float(meta['alpha']), dropout=dropout, targets=list(meta['params']), towers=meta['encoder'])
+    blocks = clip_lora_blocks(model, meta['encoder'], meta['position'])
+    names = [f'layer_{i}' for i in range(len(blocks))]
+    if set(weights) != set(names): raise ValueError(f"{path} holds {len(weights)} layers; position {meta['position']!r} of encoder "
+                                                   f"{meta['encoder']!r} adapts {len(blocks)} blocks of this model: another backbone?")
+    factors = [_clip_lora_factors(weights[n], strategy.targets, strategy.rank, b.attn.embed_dim, f'{path}: {n}') for n, b in zip(names, blocks)]
+    strategy.apply(model)
+    with torch.no_grad():
+        for _, b in resblocks(model, strategy.towers, 'lora'):  # blocks the position leaves out: no update
+            for u in b.attn.lora.values(): u.lora_B.zero_()
+        for b, fs in zip(blocks, factors):
+            for t, (A, B) in fs.items(): b.attn.lora[t].lora_A.copy_(A); b.attn.lora[t].lora_B.copy_(B)
+    return strategy
+
+# %% ../nbs/32_adapter.ipynb #bb1cb0c9
+CLIP_LORA_STEPS_PER_SHOT = 500  # LoRA:run_utils.py#L29 (RECIPES.md §1.6): 500 × shots optimiser steps
+REAL_AUGMENT = ['random_resized_crop', 'random_flip', 'normalize']  # LoRA:main.py#L38-43; CoOp's configs (RECIPES.md §1.0)
+LoRA.real_recipe_by, LoRA.real_recipe = 'authors', {
+    'OPTIM.NAME': 'adamw', 'OPTIM.LR': 2e-4, 'OPTIM.WEIGHT_DECAY': 1e-2, 'OPTIM.LR_SCHEDULER': 'cosine', 'OPTIM.MIN_LR': 1e-6,
+    'OPTIM.WARMUP_EPOCH': 0, 'OPTIM.MAX_ITER': CLIP_LORA_STEPS_PER_SHOT * 16, 'OPTIM.MAX_GRAD_NORM': None,
+    'DATALOADER.TRAIN_X.BATCH_SIZE': 32, 'INPUT.TRANSFORMS': REAL_AUGMENT, 'TRAINER.LORA.TEMPLATES': 'plain'}
+LoRA.real_recipe_source = ("RECIPES.md §1.6: LoRA:run_utils.py#L28-37; LoRA:lora.py#L73-76,#L117-122; LoRA:main.py#L38-43; "
+                           "LoRA:datasets/*.py (one template, §2.1)")
+CLIPAdapter.real_recipe_by = 'ours'
+CLIPAdapter.real_recipe = dassl_recipe(200) | {'OPTIM.MAX_GRAD_NORM': None, 'INPUT.TRANSFORMS': REAL_AUGMENT}
+CLIPAdapter.real_recipe_source = ("ours: no recipe released (RECIPES.md §1.4, §2.3); CLIPA:README.md#L11-14 runs it with CoOp's "
+                                  "command, so CoOp's Dassl recipe and epochs by shots (RECIPES.md §1.0-1.1); ratio 0.2 (CLIPA:clip_adapter.py#L104)")
+Adapter.real_recipe_by = 'ours'
+Adapter.real_recipe = adamw_recipe(1e-3, weight_decay=1e-2, epochs=200, warmup_epochs=20) | {
+    'DATALOADER.TRAIN_X.BATCH_SIZE': 32, 'INPUT.TRANSFORMS': REAL_AUGMENT}
+Adapter.real_recipe_source = ("ours: no CLIP recipe exists; Houlsby et al.'s (Adam up to 1e-3, linear warm-up over 10% of the steps, "
+                              "batch 32) as AdamW over CoOp's 200 epochs")
+
+# %% ../nbs/32_adapter.ipynb #221ea377
+@patch(cls_method=True)
+def recipe_for(cls:LoRA, backbone:str, # MODEL.BACKBONE.NAME
+               dataset:str|None=None, # DATASET.NAME (CLIP-LoRA's recipe does not vary with it)
+               shots:int=16, # DATASET.NUM_SHOTS (-1: all images)
+              )->dict:
+    "CLIP-LoRA's recipe on real CLIP, 500 × shots steps (all images: its 16-shot 8,000); the mini lab's `recipe` on 'mini'."
+    if backbone == 'mini': return dict(cls.recipe)
+    return dict(cls.real_recipe) | {'OPTIM.MAX_ITER': CLIP_LORA_STEPS_PER_SHOT * (shots if shots > 0 else 16)}
+
+@patch(cls_method=True)
+def recipe_for(cls:CLIPAdapter, backbone:str, # MODEL.BACKBONE.NAME
+               dataset:str|None=None, # DATASET.NAME (ImageNet: 50 epochs at every shot count)
+               shots:int=16, # DATASET.NUM_SHOTS (-1: all images)
+              )->dict:
+    "CoOp's Dassl recipe with CoOp's epochs for `shots` on `dataset` (`tables.coop_epochs`); the mini lab's `recipe` on 'mini'."
+    if backbone == 'mini': return dict(cls.recipe)
+    return dict(cls.real_recipe) | {'OPTIM.MAX_EPOCH': coop_epochs(dataset, shots)}

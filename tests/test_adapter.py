@@ -360,3 +360,43 @@ def load_config_lr(out)->float:
     "The learning rate the run's written config.yaml holds."
     from clip_strategies.config import load_config
     return load_config(out/'config.yaml', {'OUTPUT_DIR': str(out/'again')})['OPTIM.LR']
+
+def test_real_recipes_follow_recipes_md_and_leave_the_mini_lab_alone():
+    "On real CLIP: CLIP-LoRA's recipe (RECIPES.md §1.6), ours for CLIP-Adapter (ratio 0.2, §1.4/§2.3) and the adapters; 'mini' unchanged."
+    from clip_strategies.adapter import LoRA, CLIPAdapter, Adapter
+    r = LoRA.recipe_for('ViT-B/16', 'eurosat', 4)
+    assert {k: r[k] for k in ('OPTIM.NAME', 'OPTIM.LR', 'OPTIM.WEIGHT_DECAY', 'OPTIM.LR_SCHEDULER', 'OPTIM.MIN_LR', 'OPTIM.WARMUP_EPOCH',
+                              'OPTIM.MAX_ITER', 'OPTIM.MAX_GRAD_NORM', 'DATALOADER.TRAIN_X.BATCH_SIZE', 'TRAINER.LORA.TEMPLATES')} == {
+        'OPTIM.NAME': 'adamw', 'OPTIM.LR': 2e-4, 'OPTIM.WEIGHT_DECAY': 1e-2, 'OPTIM.LR_SCHEDULER': 'cosine', 'OPTIM.MIN_LR': 1e-6,
+        'OPTIM.WARMUP_EPOCH': 0, 'OPTIM.MAX_ITER': 2000, 'OPTIM.MAX_GRAD_NORM': None, 'DATALOADER.TRAIN_X.BATCH_SIZE': 32,
+        'TRAINER.LORA.TEMPLATES': 'plain'}
+    assert [LoRA.recipe_for('ViT-B/16', 'dtd', k)['OPTIM.MAX_ITER'] for k in (1, 2, 8, 16, -1)] == [500, 1000, 4000, 8000, 8000]
+    assert LoRA.recipe_label('ViT-B/16') == 'authors' and 'RECIPES.md §1.6' in LoRA.real_recipe_source
+    c = CLIPAdapter.recipe_for('ViT-B/16', 'caltech101', 2)
+    assert (c['OPTIM.NAME'], c['OPTIM.LR'], c['OPTIM.MAX_EPOCH'], CLIPAdapter.recipe_label('ViT-B/16')) == ('sgd', 0.002, 100, 'ours')
+    assert get_strategy('clip_adapter').ratio == 0.2 and Adapter.recipe_label('ViT-B/16') == 'ours'
+    from clip_strategies.config import load_config
+    for cls in (LoRA, CLIPAdapter, Adapter):
+        assert cls.recipe_for('mini', 'eurosat', 4) == cls.recipe and cls.real_recipe_source
+        real = cls.recipe_for('ViT-B/16', 'eurosat', 16)
+        cfg = load_config(None, {'TRAINER.NAME': cls.name, **real})  # every key and value is one the config takes
+        assert {k: cfg[k] for k in real} == real
+
+def test_lora_scores_with_clip_loras_one_template_when_asked(tmp_path, capsys, mini):
+    "`TRAINER.LORA.TEMPLATES plain` from the command line: the run scores with 'a photo of a {}.' alone, CLIP-LoRA's template."
+    from clip_strategies.data import get_dataset
+    from clip_strategies.evaluate import evaluate
+    out = tmp_path/'run'
+    args = ['--config', 'mini', '--no-progress', 'TRAINER.NAME', 'lora', 'TRAINER.LORA.TEMPLATES', 'plain', 'DATASET.NUM_SHOTS', '1',
+            'DATASET.ALSO_TEST', '[]', 'OPTIM.MAX_EPOCH', '1', 'OUTPUT_DIR', str(out)]
+    assert train_main(args) == 0, capsys.readouterr().err
+    m = json.loads((out/'metrics.json').read_text())
+    trained, prep = load_clip('mini', device='cpu')[:2]
+    plain = get_strategy('lora', templates='plain')
+    plain.apply(trained)
+    trained.load_state_dict(read_safetensors(out/'model.safetensors')[0])
+    test = get_dataset('mini_shift', split='test', transform=prep)
+    ours = evaluate(trained, mini.tokenizer, test, 'classification', strategy=plain)
+    assert m['spec']['templates'] == 'plain' and (ours['accuracy'], ours['nll']) == pytest.approx((m['accuracy'], m['nll']), abs=1e-4)
+    assert plain.prompt_templates(trained, test.templates) == ['a photo of a {}.'] and len(test.templates) == 7
+    assert abs(evaluate(trained, mini.tokenizer, test, 'classification')['nll'] - m['nll']) > 1e-3  # not the dataset's 7 (nll 4.571 vs 4.577)

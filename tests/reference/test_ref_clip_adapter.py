@@ -52,3 +52,32 @@ def test_defaults_are_the_authors():
     assert shapes == [(256, 1024), (1024, 256)]
     s = CLIPAdapter()
     assert s.ratio == 0.2 and s.reduction == 4 and s.side == 'image'
+
+def ref_custom_clip_logits(encode_image, text_features, adapter, logit_scale, images, ratio=0.2):
+    "CLIPA:clip_adapter.py#L100-115 (`CustomCLIP.forward`): adapter on the image features, blend, normalise both, scale · cosine."
+    image_features = encode_image(images)
+    x = adapter(image_features)
+    image_features = ratio * x + (1 - ratio) * image_features
+    image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+    return logit_scale.exp() * image_features @ text_features.t()
+
+def test_clip_adapter_strategy_on_a_tiny_open_clip_gives_the_authors_logits():
+    "The strategy's adapter sits where theirs does: on the image tower's output, before normalisation; CLIP frozen."
+    import copy
+    from clip_strategies.strategy import get_strategy
+    from tiny_backbones import tiny_clip
+    torch.manual_seed(0)
+    base = tiny_clip()
+    model = copy.deepcopy(base)
+    strat = get_strategy('clip_adapter')
+    strat.apply(model)
+    assert sorted(strat.learned_names(model)) == ['visual.clip_adapter.fc.0.weight', 'visual.clip_adapter.fc.2.weight']
+    ref = RefAdapter(32, 4)
+    _copy_weights(model.visual.clip_adapter, ref)
+    images, tokens = torch.randn(3, 3, 32, 32), base.tokenizer(['a photo of a cat.', 'a photo of a dog.', 'a photo of a car.'])
+    model.eval()
+    with torch.no_grad():
+        got = model.logit_scale.exp() * model.encode_image(images, normalize=True) @ model.encode_text(tokens, normalize=True).t()
+        want = ref_custom_clip_logits(base.encode_image, base.encode_text(tokens), ref, base.logit_scale, images)
+    torch.testing.assert_close(got, want, rtol=TOL, atol=TOL)

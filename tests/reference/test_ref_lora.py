@@ -135,3 +135,124 @@ def test_lora_dropout_only_on_the_update_input():
     torch.manual_seed(7); got = upd(x)
     torch.manual_seed(7); want = (F.dropout(x, 0.5, True) @ upd.lora_A.T @ upd.lora_B.T) * upd.scaling
     torch.testing.assert_close(got, want, **TOL)
+
+
+# ---- CLIP-LoRA's checkpoint file (save_lora), loaded with `adapter.load_clip_lora` -------------------------------------
+# Transcribed from MaxZanella/CLIP-LoRA @ 358f0d73, loralib/utils.py: INDEX_POSITIONS_TEXT #L10-19, INDEX_POSITIONS_VISION
+# #L22-44, apply_lora #L107-134 (the order of `list_lora_layers`: text blocks, then vision blocks), save_lora #L137-183.
+from types import SimpleNamespace
+
+from clip_strategies.adapter import load_clip_lora
+
+AUTHORS_TEXT_POSITIONS = {'top1': [11], 'top2': [10, 11], 'top3': [9, 10, 11], 'bottom': [0, 1, 2, 3], 'mid': [4, 5, 6, 7],
+                          'up': [8, 9, 10, 11], 'half-up': [6, 7, 8, 9, 10, 11], 'half-bottom': [0, 1, 2, 3, 4, 5],
+                          'all': [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}
+AUTHORS_VISION_POSITIONS_B16 = {'top': [11], 'top3': [9, 10, 11], 'bottom': [0, 1, 2, 3], 'mid': [4, 5, 6, 7], 'up': [8, 9, 10, 11],
+                                'half-up': [6, 7, 8, 9, 10, 11], 'half-bottom': [0, 1, 2, 3, 4, 5],
+                                'all': [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}
+
+
+def authors_layer(d, r, params, gen):
+    "A stand-in for one PlainMultiheadAttentionLoRA: q_proj/k_proj/v_proj/proj with w_lora_A [r, d], w_lora_B [d, r]."
+    lin = lambda: SimpleNamespace(w_lora_A=torch.randn(r, d, generator=gen) * 0.2, w_lora_B=torch.randn(d, r, generator=gen) * 0.2)
+    names = {'q': 'q_proj', 'k': 'k_proj', 'v': 'v_proj', 'o': 'proj'}
+    return SimpleNamespace(**{names[p]: lin() for p in params})
+
+
+def authors_apply_lora_order(model, encoder, position):
+    "apply_lora #L107-134: the (tower, block index) of each adapted attention, in `list_lora_layers` order."
+    out = []
+    if encoder in ('text', 'both'):
+        out += [('text', i) for i in range(len(model.transformer.resblocks)) if i in AUTHORS_TEXT_POSITIONS[position]]
+    if encoder in ('vision', 'both'):
+        out += [('visual', i) for i in range(len(model.visual.transformer.resblocks)) if i in AUTHORS_VISION_POSITIONS_B16[position]]
+    return out
+
+
+def authors_save_lora(args, list_lora_layers, path):
+    "save_lora #L137-183, writing to `path` (theirs builds the path from args.save_path, backbone, dataset, shots, seed)."
+    weights = {}
+    for i, layer in enumerate(list_lora_layers):
+        layer_weights = {}
+        if 'q' in args.params:
+            layer_weights['q_proj'] = {'w_lora_A': layer.q_proj.w_lora_A.data, 'w_lora_B': layer.q_proj.w_lora_B.data}
+        if 'k' in args.params:
+            layer_weights['k_proj'] = {'w_lora_A': layer.k_proj.w_lora_A.data, 'w_lora_B': layer.k_proj.w_lora_B.data}
+        if 'v' in args.params:
+            layer_weights['v_proj'] = {'w_lora_A': layer.v_proj.w_lora_A.data, 'w_lora_B': layer.v_proj.w_lora_B.data}
+        if 'o' in args.params:
+            layer_weights['proj'] = {'w_lora_A': layer.proj.w_lora_A.data, 'w_lora_B': layer.proj.w_lora_B.data}
+        weights[f'layer_{i}'] = layer_weights
+    metadata = {'r': args.r, 'alpha': args.alpha, 'encoder': args.encoder, 'params': args.params, 'position': args.position}
+    torch.save({'weights': weights, 'metadata': metadata}, path)
+
+
+def write_authors_file(model, path, encoder, position, params, r=2, alpha=1, seed=0):
+    "Their file for `model`: random trained-looking factors; returns {(tower, block): {point: (A, B)}}."
+    gen = torch.Generator().manual_seed(seed)
+    order = authors_apply_lora_order(model, encoder, position)
+    layers = [authors_layer(64, r, params, gen) for _ in order]
+    authors_save_lora(SimpleNamespace(r=r, alpha=alpha, encoder=encoder, params=list(params), position=position), layers, path)
+    names = {'q': 'q_proj', 'k': 'k_proj', 'v': 'v_proj', 'o': 'proj'}
+    return {key: {p: (getattr(l, names[p]).w_lora_A, getattr(l, names[p]).w_lora_B) for p in params} for key, l in zip(order, layers)}
+
+
+@pytest.mark.parametrize('encoder,position,params,vision_layers', [
+    ('both', 'all', ['q', 'k', 'v'], 2),          # CLIP-LoRA's defaults (run_utils.py#L32-37)
+    ('vision', 'up', ['q', 'k', 'v', 'o'], 12),   # a ViT-B/16-deep image tower, blocks 8-11 only, output projection too
+    ('text', 'all', ['q', 'v'], 2)], ids=['both-all-qkv', 'vision-up-qkvo', 'text-all-qv'])
+def test_clip_lora_file_loads_to_the_authors_outputs(tmp_path, encoder, position, params, vision_layers):
+    "Their file, loaded: every block's attention (eval) equals their LoRA attention with the file's A and B, alpha/sqrt(r)."
+    model = tiny_clip(vision_layers)
+    path = tmp_path/'lora_weights.pt'
+    factors = write_authors_file(model, path, encoder, position, params, r=2, alpha=1)
+    strat = load_clip_lora(model, path)
+    model.eval()
+    assert strat.rank == 2 and strat.alpha == 1. and strat.towers == encoder and strat.targets == [t for t in 'qkvo' if t in params]
+    xs = {'visual': torch.randn(2, 17, 64), 'text': torch.randn(2, 77, 64)}
+    with torch.no_grad():
+        for tower, blocks_ in (('visual', model.visual.transformer.resblocks), ('text', model.transformer.resblocks)):
+            for i, b in enumerate(blocks_):
+                mask = model.attn_mask if tower == 'text' else None
+                y = b.ln_1(xs[tower])
+                got = b.attn(y, y, y, need_weights=False, attn_mask=mask)[0]
+                want = authors_attention(y, b.attn, factors.get((tower, i), {}), authors_scaling(1, 2), mask)
+                torch.testing.assert_close(got, want, **TOL)
+
+
+def test_clip_lora_file_equals_setting_the_factors_directly(tmp_path):
+    "The whole model: loading their file gives the outputs of the library's LoRA with the same A and B set by hand."
+    loaded, direct = tiny_clip(), tiny_clip()
+    direct.load_state_dict(loaded.state_dict())
+    path = tmp_path/'lora_weights.pt'
+    factors = write_authors_file(loaded, path, 'both', 'all', ['q', 'k', 'v'], r=4, alpha=2, seed=3)
+    load_clip_lora(loaded, path)
+    get_strategy('lora', rank=4, alpha=2.).apply(direct)
+    with torch.no_grad():
+        for (tower, i), fs in factors.items():
+            b = (direct.visual.transformer.resblocks if tower == 'visual' else direct.transformer.resblocks)[i]
+            for p, (A, B) in fs.items(): b.attn.lora[p].lora_A.copy_(A); b.attn.lora[p].lora_B.copy_(B)
+    images, text = torch.randn(3, 3, 32, 32), loaded.tokenizer(['a photo of a cat.', 'a photo of a dog.'])
+    loaded.eval(), direct.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_image(images), direct.encode_image(images), **TOL)
+        torch.testing.assert_close(loaded.encode_text(text), direct.encode_text(text), **TOL)
+        assert (loaded.encode_image(images) - tiny_clip().encode_image(images)).abs().max() > 0  # the factors do something
+
+
+def test_clip_lora_file_is_refused_when_it_does_not_fit(tmp_path):
+    "Another rank than the metadata says, a file for a deeper model, a pickled object: a ValueError naming what is wrong."
+    model = tiny_clip()
+    path = tmp_path/'lora_weights.pt'
+    write_authors_file(model, path, 'both', 'all', ['q', 'k', 'v'])
+    data = torch.load(path, weights_only=True)
+    data['metadata']['r'] = 3
+    torch.save(data, tmp_path/'rank.pt')
+    with pytest.raises(ValueError, match=r"w_lora_A is \(2, 64\).*needs \(3, 64\)"): load_clip_lora(tiny_clip(), tmp_path/'rank.pt')
+    write_authors_file(tiny_clip(12), tmp_path/'deep.pt', 'vision', 'all', ['q', 'k', 'v'])
+    with pytest.raises(ValueError, match='holds 12 layers.*adapts 2 blocks'): load_clip_lora(tiny_clip(), tmp_path/'deep.pt')
+    write_authors_file(tiny_clip(12), tmp_path/'up.pt', 'vision', 'up', ['q', 'k', 'v'])
+    with pytest.raises(ValueError, match="position 'up' is not defined for a vision tower of 2 blocks"):
+        load_clip_lora(tiny_clip(), tmp_path/'up.pt')
+    torch.save({'weights': {}, 'metadata': SimpleNamespace(r=2)}, tmp_path/'pickled.pt')
+    with pytest.raises(ValueError, match='weights_only=True'): load_clip_lora(tiny_clip(), tmp_path/'pickled.pt')
