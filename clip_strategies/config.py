@@ -391,6 +391,7 @@ def load_config(path:str|Path|None=None, # a YAML file with the original tool's 
 # %% ../nbs/40_config.ipynb #a99e2ab5
 def key_source(cfg:Config, key:str)->str:
     "Where `cfg[key]` came from: 'you', 'config file', 'recipe: <strategy>, <whose>' or 'default'."
+    if key == 'OPTIM.MAX_EPOCH' and cfg['OPTIM.MAX_ITER']: return 'not used: OPTIM.MAX_ITER decides'
     if key in cfg.from_user: return 'you'
     if key in cfg.from_file: return 'config file'
     if key in cfg.from_recipe: return f'recipe: {cfg.recipe_source}'
