@@ -4,15 +4,17 @@
 
 # %% ../nbs/30_prompt.ipynb #f43be8de
 from __future__ import annotations
-import contextlib, math
+import contextlib, math, pickle
 from collections import OrderedDict
+from pathlib import Path
 from typing import Literal
 
 # %% auto #0
-__all__ = ['PLACEHOLDER', 'placeholder_template', 'model_tokenizer', 'token_ids', 'placeholder_ids', 'PromptEmbedding',
-           'prompt_embedding', 'init_context', 'check_class_prompts', 'prompt_recipe', 'CoOp', 'meta_net',
-           'conditional_logits', 'ConditionalClassification', 'CoCoOp', 'saved_bytes', 'KgCoOpClassification', 'KgCoOp',
-           'PromptedTransformer', 'VPT']
+__all__ = ['PLACEHOLDER', 'DASSL_OBJECTS', 'placeholder_template', 'model_tokenizer', 'token_ids', 'placeholder_ids',
+           'PromptEmbedding', 'prompt_embedding', 'init_context', 'check_class_prompts', 'CoOp', 'meta_net',
+           'conditional_logits', 'ConditionalClassification', 'CoCoOp', 'saved_bytes', 'kgcoop_template',
+           'training_dataset_name', 'KgCoOpClassification', 'KgCoOp', 'PromptedTransformer', 'VPT', 'SkippedObject',
+           'read_dassl_checkpoint', 'load_coop_checkpoint', 'coop_from_checkpoint']
 
 # %% ../nbs/30_prompt.ipynb #01890bb8
 import torch
@@ -20,9 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from open_clip.transformer import Transformer, VisionTransformer
 from .anatomy import text_tower
+from .data import dataset_attr
+from .tables import dataset_templates, coop_epochs
 from .objectives import TextHeadClassification
 from .zeroshot import model_logit_scale, evaluating, encode_prompts
-from .strategy import Addition, StrategyError, OptionError, register_strategy
+from .strategy import Addition, StrategyError, OptionError, register_strategy, dassl_recipe
 from fastcore.basics import patch
 
 # %% ../nbs/30_prompt.ipynb #20778589
@@ -161,22 +165,17 @@ def check_class_prompts(who:str, # the strategy, for the message
             raise ValueError(f"{who}: n_ctx={n_ctx} context vectors plus class {c!r} ({n} tokens with start, full stop and end) "
                              f"need {n_ctx + n} tokens, more than the context length {context_length}: lower n_ctx or shorten the name")
 
-# %% ../nbs/30_prompt.ipynb #c4351b04
-def prompt_recipe(epochs:int, # epochs on the mini lab
-                  lr:float=0.002, # SGD learning rate
-                  batch_size:int=32, # training batch size
-                 )->dict:
-    "CoOp's recipe in the original tool's keys: SGD, momentum 0.9, weight decay 5e-4, cosine, 1 warm-up epoch at 1e-5."
-    return {'OPTIM.NAME': 'sgd', 'OPTIM.LR': lr, 'OPTIM.MOMENTUM': 0.9, 'OPTIM.WEIGHT_DECAY': 5e-4, 'OPTIM.MAX_EPOCH': epochs,
-            'OPTIM.LR_SCHEDULER': 'cosine', 'OPTIM.WARMUP_EPOCH': 1, 'OPTIM.WARMUP_TYPE': 'constant', 'OPTIM.WARMUP_CONS_LR': 1e-5,
-            'DATALOADER.TRAIN_X.BATCH_SIZE': batch_size}
-
 # %% ../nbs/30_prompt.ipynb #76191af6
 @register_strategy('coop')
 class CoOp(Addition):
     "CoOp: learned context vectors replace the hand-written prompt, [SOS][V1..Vm][CLASS][.][EOS]; only they train."
     tasks = ('classification',)
-    recipe = prompt_recipe(epochs=50)
+    recipe = dassl_recipe(epochs=50)  # the mini lab's: CoOp's recipe, 50 epochs of 4 steps
+    real_recipe = dassl_recipe(epochs=200)  # 16 shots (`recipe_for`: by shots); N_CTX 16, end, CSC False are the defaults
+    real_recipe_by = 'authors'
+    real_recipe_source = ("RECIPES.md §1.1, §2.6: CoOp:configs/trainers/CoOp/vit_b16.yaml#L1-22 (SGD 0.002, batch 32, cosine, "
+                          "1 warm-up epoch at 1e-5); epochs by shots CoOp:COOP.md#L13,#L17-22 (50 / 100 / 200, ImageNet 50)")
+    epochs_by_shots = True  # `recipe_for` sets CoOp's epochs for the shots; CoCoOp and KgCoOp keep their own
     def __init__(self, n_ctx:int|None=None, # context vectors; None: 16, or the token count of ctx_init
                  ctx_init:str|None=None, # initial phrase, e.g. "a photo of a"; None: random N(0, 0.02)
                  class_token_position:Literal['end', 'middle', 'front']='end', # where the class name sits in the prompt
@@ -194,12 +193,24 @@ class CoOp(Addition):
         if self.classnames and not self.csc: raise OptionError(self.name, 'classnames', self.classnames, 'empty unless csc=True (only class-specific contexts need them)')
         if len(set(self.classnames)) != len(self.classnames): raise OptionError(self.name, 'classnames', self.classnames, 'distinct names')
 
-    def context_size(self, tokenizer)->tuple:
-        "`(n_ctx, token ids of ctx_init)`, checked against each other."
-        init = token_ids(tokenizer, self.ctx_init) if self.ctx_init else []
-        n = self.n_ctx or len(init) or 16
-        if len(init) > n: raise OptionError(self.name, 'ctx_init', self.ctx_init, f'at most n_ctx={n} tokens, but it has {len(init)}: raise n_ctx, or leave it out to use the whole phrase')
-        return n, init
+# %% ../nbs/30_prompt.ipynb #8354dc28
+@patch
+def context_size(self:CoOp, tokenizer)->tuple:
+    "`(n_ctx, token ids of ctx_init)`, checked against each other."
+    init = token_ids(tokenizer, self.ctx_init) if self.ctx_init else []
+    n = self.n_ctx or len(init) or 16
+    if len(init) > n: raise OptionError(self.name, 'ctx_init', self.ctx_init, f'at most n_ctx={n} tokens, but it has {len(init)}: raise n_ctx, or leave it out to use the whole phrase')
+    return n, init
+
+@patch(cls_method=True)
+def recipe_for(cls:CoOp, backbone:str, # MODEL.BACKBONE.NAME: 'mini', or a real CLIP
+               dataset:str|None=None, # DATASET.NAME
+               shots:int=16, # DATASET.NUM_SHOTS
+              )->dict:
+    "The mini recipe on 'mini'; on real CLIP `real_recipe`, with CoOp's epochs for `shots` on `dataset` when `epochs_by_shots`."
+    r = super(CoOp, cls).recipe_for(backbone, dataset, shots)
+    if backbone != 'mini' and cls.epochs_by_shots: r['OPTIM.MAX_EPOCH'] = coop_epochs(dataset, shots)
+    return r
 
 # %% ../nbs/30_prompt.ipynb #27a77fa8
 @patch
@@ -317,7 +328,11 @@ class ConditionalClassification(TextHeadClassification):
 class CoCoOp(CoOp):
     "CoCoOp: CoOp's context shifted by a meta-network of each image's feature; the class prompts are re-encoded per image."
     pinned = dict(class_token_position='end', csc=False, classnames=[])  # one shared context, the class name at the end
-    recipe = prompt_recipe(epochs=4, batch_size=1)
+    recipe = dassl_recipe(epochs=4, batch_size=1)
+    real_recipe = dassl_recipe(epochs=10, batch_size=1) | {'TRAINER.COCOOP.CTX_INIT': 'a photo of a'}  # n_ctx: the phrase's 4 tokens
+    real_recipe_by, epochs_by_shots = 'authors', False
+    real_recipe_source = ("RECIPES.md §1.2: CoOp:configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml#L1-6,#L15-22,#L31-35 (run "
+                          "by CoOp:scripts/cocoop/base2new_train.sh#L13): SGD 0.002, 10 epochs, batch 1, 4 tokens from 'a photo of a'")
     def __init__(self, ctx_init:str|None='a photo of a', # initial phrase; None: random N(0, 0.02)
                  **options, # CoOp's other options (n_ctx)
                 ): super().__init__(ctx_init=ctx_init, **options, **self.pinned)
@@ -357,6 +372,16 @@ def saved_bytes(step, # callable running one forward pass whose activations auto
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): step()
     return total
 
+# %% ../nbs/30_prompt.ipynb #0e6670bc
+def kgcoop_template(dataset:str|None, # the dataset's name (any spelling `tables.table_key` reads), or None
+                   )->str:
+    "KgCoOp's hand-written template for `dataset` (its code's table; 'a photo of a {}.' for a dataset outside it)."
+    return dataset_templates(dataset, 'kgcoop')[0]
+
+def training_dataset_name(learn)->str|None:
+    "The name of the learner's training dataset (through subsets and the feature cache), or None."
+    return dataset_attr(getattr(learn.dls.train, 'dataset', None), 'name')
+
 # %% ../nbs/30_prompt.ipynb #7f42bc23
 class KgCoOpClassification(TextHeadClassification):
     "Text-head classification plus KgCoOp's pull of the learned class features towards the hand-written prompt's."
@@ -364,15 +389,17 @@ class KgCoOpClassification(TextHeadClassification):
                  classnames:list, # one name per class, in label order
                  templates:list=None, # the (placeholder) templates of the learned prompts
                  w:float=8., # weight of the knowledge-guided term
-                 hand_template:str='a photo of a {}.', # the hand-written prompt the features are pulled towards
+                 hand_template:str|None=None, # the hand-written prompt; None: `kgcoop_template` of the training dataset
                 ):
         super().__init__(tokenizer, classnames, templates)
-        self.w, self.hand_prompts = w, [hand_template.replace('{}', c) for c in self.classnames]
-        self.hand_feats = self.kg_loss = None
+        self.w, self.hand_template = w, hand_template
+        self.hand_prompts = self.hand_feats = self.kg_loss = None
 
     def before_fit(self, learn):
         "Tokenize the prompts, and encode the hand-written ones once."
         super().before_fit(learn)
+        template = self.hand_template or kgcoop_template(training_dataset_name(learn))
+        self.hand_prompts = [template.replace('{}', c) for c in self.classnames]
         with torch.no_grad(), learn.autocast():
             self.hand_feats = self.features(learn, text=self.tokens(learn, self.tokenizer(self.hand_prompts)))[1].float()
 
@@ -388,16 +415,22 @@ class KgCoOpClassification(TextHeadClassification):
 @register_strategy('kgcoop')
 class KgCoOp(CoOp):
     "KgCoOp: CoOp plus w · (1 − cos(learned class features, hand-written prompt features)) in the loss."
-    recipe = prompt_recipe(epochs=50)
+    recipe = dassl_recipe(epochs=50)
+    real_recipe = dassl_recipe(epochs=100, batch_size=32) | {'TRAINER.KGCOOP.W': 8., 'TRAINER.KGCOOP.CTX_INIT': 'a photo of a'}
+    real_recipe_by, epochs_by_shots = 'authors', False
+    real_recipe_source = ("RECIPES.md §1.3: KgCoOp:KgCoOp/configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml#L15-22,#L31-33 (SGD 0.002, "
+                          "100 epochs at every shot count, context from 'a photo of a'); W 8 from KgCoOp:KgCoOp/scripts/xd_train.sh#L8; "
+                          "batch 32 for few-shot as its maintainer says (github.com/htyao89/KgCoOp/issues/4; the yaml has 128)")
     def __init__(self, ctx_init:str|None='a photo of a', # initial phrase; None: random N(0, 0.02)
                  w:float=8., # weight of the knowledge-guided term (KgCoOp's TRAINER.COOP.W)
-                 hand_template:str='a photo of a {}.', # the hand-written prompt the class features stay close to
+                 hand_template:str|None=None, # the hand-written prompt the class features stay close to; None: KgCoOp's for the dataset
                  **options, # CoOp's other options (n_ctx, class_token_position, csc, classnames)
                 ):
         super().__init__(ctx_init=ctx_init, **options)
         self.store_options(w=w, hand_template=hand_template)
         if not (math.isfinite(self.w) and self.w >= 0): raise OptionError(self.name, 'w', w, 'a finite number >= 0')
-        if self.hand_template.count('{}') != 1: raise OptionError(self.name, 'hand_template', hand_template, "a prompt with one '{}' for the class name")
+        if self.hand_template is not None and self.hand_template.count('{}') != 1:
+            raise OptionError(self.name, 'hand_template', hand_template, "a prompt with one '{}' for the class name, or None (KgCoOp's for the dataset)")
 
     def objective(self, model:nn.Module, objective):
         return self.prompt_objective(model, objective, KgCoOpClassification, w=self.w, hand_template=self.hand_template)
@@ -449,7 +482,11 @@ def forward(self:PromptedTransformer, x:torch.Tensor, # `[N, L, width]` tokens a
 @register_strategy('vpt')
 class VPT(Addition):
     "Visual prompt tuning: learned tokens after the class token of the vision transformer (every block when deep); only they train."
-    recipe = prompt_recipe(epochs=30, lr=1.)
+    recipe = dassl_recipe(epochs=30, lr=1.)
+    real_recipe = dassl_recipe(epochs=5, lr=0.0025, batch_size=4) | {'TRAINER.VPT.N_TOKENS': 8, 'TRAINER.VPT.DEEP': True}
+    real_recipe_by = 'authors'
+    real_recipe_source = ("RECIPES.md §1.11: MaPLe:configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml#L1-37, MaPLe's CLIP baseline of deep "
+                          "VPT (KMnP/vpt has no CLIP recipe): SGD 0.0025, 5 epochs, batch 4, 8 vision tokens at depth 12 (every ViT-B/16 block)")
     def __init__(self, n_tokens:int=5, # prompt tokens p per block
                  deep:bool=False, # a fresh set at every block (VPT-deep) instead of at the first only (VPT-shallow)
                  dropout:float=0., # dropout on the prompt tokens
@@ -474,3 +511,69 @@ class VPT(Addition):
         prompts = torch.empty(len(tr.resblocks) if self.deep else 1, self.n_tokens, tr.width, device=vis.conv1.weight.device).uniform_(-bound, bound)
         vis.transformer = PromptedTransformer(tr, prompts, int(vis.class_embedding is not None), self.dropout)
         vis.patch_dropout = nn.Identity()
+
+# %% ../nbs/30_prompt.ipynb #438cf052
+DASSL_OBJECTS = ['torch.optim.sgd.SGD', 'torch.optim.adam.Adam', 'torch.optim.adamw.AdamW', 'torch.optim.rmsprop.RMSprop',
+                 'dassl.optim.radam.RAdam', 'torch.optim.lr_scheduler.CosineAnnealingLR', 'torch.optim.lr_scheduler.StepLR',
+                 'torch.optim.lr_scheduler.MultiStepLR']  # what Dassl's `optimizer` and warm-up `scheduler` entries pickle
+
+class SkippedObject:
+    "An object of a checkpoint read as its pickled fields only (in `__dict__`): its class and its code are never loaded."
+
+def _plain_dict(*args)->dict: return {}  # an optimiser's `state`, a defaultdict(dict), read as a plain dict
+
+def read_dassl_checkpoint(path, # a Dassl checkpoint, e.g. `<output>/prompt_learner/model.pth.tar-50`
+                         )->dict: # {'state_dict': {name: tensor}, 'epoch': ..., 'optimizer': ..., 'scheduler': ...}
+    "A checkpoint of Dassl's `save_checkpoint`, read with `torch.load(weights_only=True)` (its optimiser and scheduler objects inert)."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"No checkpoint file at {str(path)!r} (CoOp's are <output>/prompt_learner/model.pth.tar-<epoch>)")
+    allowed = [(SkippedObject, n) for n in DASSL_OBJECTS] + [(_plain_dict, 'collections.defaultdict'), dict]
+    try:
+        with torch.serialization.safe_globals(allowed): ck = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = next((l.strip() for l in str(e).splitlines() if 'global' in l.lower()), str(e).splitlines()[0])
+        raise ValueError(f"{str(path)!r} holds objects other than tensors, plain values and a Dassl optimiser and scheduler; it is not "
+                         f"unpickled, as that could run code from the file ({why})") from None
+    if not isinstance(ck, dict) or not isinstance(ck.get('state_dict'), dict):
+        raise ValueError(f"{str(path)!r} is not a Dassl checkpoint: expected a dict with a 'state_dict', got {type(ck).__name__}"
+                         + (f" with keys {sorted(ck)}" if isinstance(ck, dict) else ''))
+    return ck
+
+# %% ../nbs/30_prompt.ipynb #c4e0064f
+def _load_meta_net(emb:PromptEmbedding, state:dict, path):
+    "CoCoOp's meta-network weights (`meta_net.*` in the file) into `emb.meta_net`, strictly."
+    sd = {k[len('meta_net.'):]: v for k, v in state.items() if k.startswith('meta_net.')}
+    if not sd: raise StrategyError(f"{str(path)!r} has no meta_net weights: the model's prompt learner (CoCoOp's) needs them")
+    try: emb.meta_net.load_state_dict({k: v.to(emb.ctx.dtype) for k, v in sd.items()})
+    except RuntimeError as e: raise StrategyError(f"The meta-network of {str(path)!r} does not fit the model's: {e}") from None
+
+def load_coop_checkpoint(path, # `prompt_learner/model.pth.tar-<epoch>` of CoOp's, CoCoOp's or KgCoOp's code
+                         model:nn.Module, # a model coop, cocoop or kgcoop was applied to, with a context of the file's shape
+                        )->nn.Module:
+    "Put the learned context of a checkpoint of CoOp's code into `model` (CoCoOp's meta-network too); returns `model`."
+    state, emb = read_dassl_checkpoint(path)['state_dict'], prompt_embedding(model)
+    ctx = state.get('ctx')
+    if not isinstance(ctx, torch.Tensor): raise ValueError(f"{str(path)!r} has no 'ctx' tensor in its state_dict (keys: {sorted(state)}): not a prompt learner of CoOp's code")
+    if ctx.shape != emb.ctx.shape:
+        kind = f'one per class for {ctx.shape[0]} classes (csc=True)' if ctx.ndim == 3 else 'shared'
+        raise StrategyError(f"The context in {str(path)!r} is {tuple(ctx.shape)} ({kind}, n_ctx={ctx.shape[-2]}, width {ctx.shape[-1]}) but the "
+                            f"model's is {tuple(emb.ctx.shape)}: apply coop with n_ctx={ctx.shape[-2]} (or use coop_from_checkpoint)")
+    with torch.no_grad(): emb.ctx.copy_(ctx.to(emb.ctx.dtype))
+    if emb.meta_net is not None: _load_meta_net(emb, state, path)
+    return model
+
+def coop_from_checkpoint(path, # `prompt_learner/model.pth.tar-<epoch>` of CoOp's code
+                         model:nn.Module, # a fresh CLIP (the backbone the file was trained on)
+                         class_token_position:str='end', # the run's CLASS_TOKEN_POSITION (not in the file)
+                         classnames:list|None=None, # the class names in label order (a class-specific context only)
+                        )->CoOp:
+    "The `CoOp` the file's context fits, applied to `model` with that context."
+    ctx = read_dassl_checkpoint(path)['state_dict'].get('ctx')
+    csc = isinstance(ctx, torch.Tensor) and ctx.ndim == 3
+    if csc and (classnames is None or len(classnames) != len(ctx)):
+        raise ValueError(f"{str(path)!r} holds one context per class for {len(ctx)} classes: pass their classnames in label order "
+                         f"(got {'none' if classnames is None else len(classnames)})")
+    strategy = CoOp(n_ctx=ctx.shape[-2] if isinstance(ctx, torch.Tensor) else None, class_token_position=class_token_position,
+                    csc=csc, classnames=list(classnames) if csc else [])
+    load_coop_checkpoint(path, strategy.apply(model))
+    return strategy

@@ -107,3 +107,20 @@ def test_differential_lr_over_coop(tmp_path, mini):
     fresh = load_clip('mini', device='cpu')[0]
     loaded = load_learned(fresh, out/'learned.safetensors', 'mini')
     assert loaded.prompt_templates(fresh, []) == ['X X X X {}.']  # the base's placeholder template reaches the objective
+
+def test_kgcoop_reads_its_own_template_for_the_dataset(tmp_path):
+    "A training set named like one of the field's datasets gets KgCoOp's template for it (its code's table); others 'a photo of a {}.'."
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'tools'))
+    from make_digits import make_digits
+    from clip_strategies.cli import train
+    from clip_strategies.cli import resolve_config
+    from clip_strategies.config import load_config
+    data = make_digits(tmp_path/'dtd')  # an image folder named 'dtd': the run's dataset name
+    cfg = load_config(resolve_config('mini'), {'TRAINER.NAME': 'kgcoop', 'DATASET.NAME': 'imagefolder', 'DATASET.ROOT': str(data),
+                                               'DATASET.NUM_SHOTS': 1, 'DATASET.ALSO_TEST': [], 'OPTIM.MAX_EPOCH': 1,
+                                               'OUTPUT_DIR': str(tmp_path/'run')})
+    res = train(cfg, progress=False, log=lambda *a: None)
+    prompts = res['learner'].objective.hand_prompts
+    assert len(prompts) == 10 and 'a photo of a zero, a type of texture.' in prompts, prompts
