@@ -375,7 +375,7 @@ LoRA.real_recipe_by, LoRA.real_recipe = 'authors', {
 LoRA.real_recipe_source = ("RECIPES.md §1.6: LoRA:run_utils.py#L28-37; LoRA:lora.py#L73-76,#L117-122; LoRA:main.py#L38-43; "
                            "LoRA:datasets/*.py (one template, §2.1)")
 CLIPAdapter.real_recipe_by = 'ours'
-CLIPAdapter.real_recipe = dassl_recipe(200) | {'OPTIM.MAX_GRAD_NORM': None, 'INPUT.TRANSFORMS': REAL_AUGMENT}
+CLIPAdapter.real_recipe = dassl_recipe(200, as_dassl=True) | {'INPUT.TRANSFORMS': REAL_AUGMENT}
 CLIPAdapter.real_recipe_source = ("ours: no recipe released (RECIPES.md §1.4, §2.3); CLIPA:README.md#L11-14 runs it with CoOp's "
                                   "command, so CoOp's Dassl recipe and epochs by shots (RECIPES.md §1.0-1.1); ratio 0.2 (CLIPA:clip_adapter.py#L104)")
 Adapter.real_recipe_by = 'ours'

@@ -171,7 +171,7 @@ class CoOp(Addition):
     "CoOp: learned context vectors replace the hand-written prompt, [SOS][V1..Vm][CLASS][.][EOS]; only they train."
     tasks = ('classification',)
     recipe = dassl_recipe(epochs=50)  # the mini lab's: CoOp's recipe, 50 epochs of 4 steps
-    real_recipe = dassl_recipe(epochs=200)  # 16 shots (`recipe_for`: by shots); N_CTX 16, end, CSC False are the defaults
+    real_recipe = dassl_recipe(epochs=200, as_dassl=True)  # 16 shots (`recipe_for`: by shots); N_CTX 16, end, CSC False are the defaults
     real_recipe_by = 'authors'
     real_recipe_source = ("RECIPES.md §1.1, §2.6: CoOp:configs/trainers/CoOp/vit_b16.yaml#L1-22 (SGD 0.002, batch 32, cosine, "
                           "1 warm-up epoch at 1e-5); epochs by shots CoOp:COOP.md#L13,#L17-22 (50 / 100 / 200, ImageNet 50)")
@@ -329,7 +329,7 @@ class CoCoOp(CoOp):
     "CoCoOp: CoOp's context shifted by a meta-network of each image's feature; the class prompts are re-encoded per image."
     pinned = dict(class_token_position='end', csc=False, classnames=[])  # one shared context, the class name at the end
     recipe = dassl_recipe(epochs=4, batch_size=1)
-    real_recipe = dassl_recipe(epochs=10, batch_size=1) | {'TRAINER.COCOOP.CTX_INIT': 'a photo of a'}  # n_ctx: the phrase's 4 tokens
+    real_recipe = dassl_recipe(epochs=10, batch_size=1, as_dassl=True) | {'TRAINER.COCOOP.CTX_INIT': 'a photo of a'}  # n_ctx: the phrase's 4 tokens
     real_recipe_by, epochs_by_shots = 'authors', False
     real_recipe_source = ("RECIPES.md §1.2: CoOp:configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml#L1-6,#L15-22,#L31-35 (run "
                           "by CoOp:scripts/cocoop/base2new_train.sh#L13): SGD 0.002, 10 epochs, batch 1, 4 tokens from 'a photo of a'")
@@ -416,7 +416,7 @@ class KgCoOpClassification(TextHeadClassification):
 class KgCoOp(CoOp):
     "KgCoOp: CoOp plus w · (1 − cos(learned class features, hand-written prompt features)) in the loss."
     recipe = dassl_recipe(epochs=50)
-    real_recipe = dassl_recipe(epochs=100, batch_size=32) | {'TRAINER.KGCOOP.W': 8., 'TRAINER.KGCOOP.CTX_INIT': 'a photo of a'}
+    real_recipe = dassl_recipe(epochs=100, batch_size=32, as_dassl=True) | {'TRAINER.KGCOOP.W': 8., 'TRAINER.KGCOOP.CTX_INIT': 'a photo of a'}
     real_recipe_by, epochs_by_shots = 'authors', False
     real_recipe_source = ("RECIPES.md §1.3: KgCoOp:KgCoOp/configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml#L15-22,#L31-33 (SGD 0.002, "
                           "100 epochs at every shot count, context from 'a photo of a'); W 8 from KgCoOp:KgCoOp/scripts/xd_train.sh#L8; "
@@ -483,7 +483,7 @@ def forward(self:PromptedTransformer, x:torch.Tensor, # `[N, L, width]` tokens a
 class VPT(Addition):
     "Visual prompt tuning: learned tokens after the class token of the vision transformer (every block when deep); only they train."
     recipe = dassl_recipe(epochs=30, lr=1.)
-    real_recipe = dassl_recipe(epochs=5, lr=0.0025, batch_size=4) | {'TRAINER.VPT.N_TOKENS': 8, 'TRAINER.VPT.DEEP': True}
+    real_recipe = dassl_recipe(epochs=5, lr=0.0025, batch_size=4, as_dassl=True) | {'TRAINER.VPT.N_TOKENS': 8, 'TRAINER.VPT.DEEP': True}
     real_recipe_by = 'authors'
     real_recipe_source = ("RECIPES.md §1.11: MaPLe:configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml#L1-37, MaPLe's CLIP baseline of deep "
                           "VPT (KMnP/vpt has no CLIP recipe): SGD 0.0025, 5 epochs, batch 4, 8 vision tokens at depth 12 (every ViT-B/16 block)")

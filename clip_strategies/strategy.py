@@ -241,12 +241,12 @@ def adamw_recipe(lr:float, # peak learning rate
 def dassl_recipe(epochs:int, # OPTIM.MAX_EPOCH
                  lr:float=0.002, # SGD learning rate
                  batch_size:int=32, # training batch size
-                 per_epoch:bool=False, # the rate changes once an epoch, as Dassl does (True in the authors' recipes)
+                 as_dassl:bool=False, # as Dassl runs it: the rate changes once an epoch, no gradient clipping (the authors' recipes)
                 )->dict:
     "The Dassl recipe of the CoOp family (RECIPES.md §1.0): SGD, momentum 0.9, weight decay 5e-4, cosine, 1 warm-up epoch at 1e-5."
     return {'OPTIM.NAME': 'sgd', 'OPTIM.LR': lr, 'OPTIM.MOMENTUM': 0.9, 'OPTIM.WEIGHT_DECAY': 5e-4, 'OPTIM.MAX_EPOCH': epochs,
             'OPTIM.LR_SCHEDULER': 'cosine', 'OPTIM.WARMUP_EPOCH': 1, 'OPTIM.WARMUP_TYPE': 'constant', 'OPTIM.WARMUP_CONS_LR': 1e-5,
-            'DATALOADER.TRAIN_X.BATCH_SIZE': batch_size} | ({'OPTIM.LR_UPDATE': 'epoch'} if per_epoch else {})
+            'DATALOADER.TRAIN_X.BATCH_SIZE': batch_size} | ({'OPTIM.LR_UPDATE': 'epoch', 'OPTIM.MAX_GRAD_NORM': None} if as_dassl else {})
 
 # %% ../nbs/14_strategy.ipynb #54982da8
 STRATEGY_MODULES = {  # every registered name -> the module that registers it (imported on the first lookup of the name)
