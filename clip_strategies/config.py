@@ -62,6 +62,7 @@ SCHEMA = {
     'OPTIM.MAX_EPOCH': Field(10, (int,), "number of epochs", minimum=1),
     'OPTIM.MAX_ITER': Field(0, (int,), "optimiser steps of the run, for iteration-based recipes (CLIP-LoRA: 500 × shots); 0: OPTIM.MAX_EPOCH decides", minimum=0),
     'OPTIM.MIN_LR': owned(LRScheduleCB, 'min_lr', (float,), minimum=0),
+    'OPTIM.LR_UPDATE': owned(LRScheduleCB, 'per', (str,), LR_UPDATES),
     'OPTIM.LR_SCHEDULER': owned(LRScheduleCB, 'kind', (str,), SCHEDULES),
     'OPTIM.WARMUP_EPOCH': Field(0, (int,), "warm-up epochs of the learning rate", minimum=0),
     'OPTIM.WARMUP_TYPE': owned(LRScheduleCB, 'warmup_type', (str,), WARMUPS),
