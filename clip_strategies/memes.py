@@ -8,14 +8,17 @@ import argparse, json, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MEME_FIELDS', 'MEME_SPLITS', 'MEMES_SOURCE', 'MEME_TASKS', 'FUSIONS', 'HEADS', 'MemesDataError', 'check_meme_row',
-           'read_meme_jsonl', 'FolderImages', 'ArrayImages', 'MemeDataset', 'meme_files', 'check_images', 'load_memes',
-           'mini_meme_rows', 'mini_memes', 'write_memes', 'fused_dim', 'fusion_fn', 'fuse', 'make_head',
-           'MemeClassifier', 'clip_features', 'nce', 'MemeObjective', 'auroc', 'meme_score', 'check_both_classes',
-           'meme_metrics', 'meme_param_groups', 'meme_scores', 'meme_data', 'score_splits', 'fit_memes',
+__all__ = ['MEME_FIELDS', 'MEME_SPLITS', 'MEMES_SOURCE', 'MEME_TASKS', 'FUSIONS', 'HEADS', 'FEATURES', 'MEME_RECIPES',
+           'MEME_RECIPE_SOURCES', 'MemesDataError', 'check_meme_row', 'read_meme_jsonl', 'FolderImages', 'ArrayImages',
+           'MemeDataset', 'meme_files', 'check_images', 'load_memes', 'mini_meme_rows', 'mini_memes', 'write_memes',
+           'fused_dim', 'fusion_fn', 'fuse', 'make_head', 'meme_dropouts', 'MemeClassifier', 'clip_features',
+           'check_poolable', 'pooled_dims', 'without_projections', 'pooled_features', 'nce', 'meme_loss',
+           'MemeObjective', 'auroc', 'meme_score', 'check_both_classes', 'meme_metrics', 'meme_param_groups',
+           'meme_scores', 'meme_data', 'score_splits', 'meme_recipe_name', 'meme_recipe', 'best_dev_auroc', 'fit_memes',
            'compare_fusions', 'results_table', 'plot_fusions', 'memes_parser', 'write_predictions', 'memes_main']
 
 # %% ../nbs/61_memes.ipynb #076ba0c1
+import contextlib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,10 +32,11 @@ from .mini import MINI_SHAPES, MINI_TEMPLATES, MINI_DATA_SEED, mini_shapes, mini
 from .models import load_clip
 from .data import load_image, text_lines, UnreadableImageError
 from .callback import Callback
-from .optim import OptFunc, decay_groups
+from .optim import OptFunc, decay_groups, LRScheduleCB
 from .learner import dataloaders
-from .callbacks import RunContext
+from .callbacks import RunContext, BestEpochCB
 from .zeroshot import evaluating, encode_prompts
+from .anatomy import visual_proj_names, text_proj_names, text_tower
 from .objectives import clip_loss
 from .strategy import get_strategy
 from .cli import USER_ERRORS, RUN_ERRORS
@@ -181,7 +185,7 @@ def write_memes(splits:dict, # split -> MemeDataset (e.g. of `mini_memes`), the 
 
 # %% ../nbs/61_memes.ipynb #0c404afd
 FUSIONS = ('image', 'text', 'concat', 'fim')
-HEADS = ('mlp', 'linear')
+HEADS = ('mlp', 'linear', 'hateclipper')
 
 def fused_dim(fusion:str, # a name in `FUSIONS`
               d:int, # the projections' size
@@ -204,29 +208,51 @@ def fuse(fusion:str, # a name in `FUSIONS`
     return fusion_fn(fusion)(p_i, p_t)
 
 def make_head(n_in:int, # size of the fused features
-              head:str='mlp', # 'mlp' (one hidden layer) or 'linear' (logistic)
-              hidden:int=64, # the MLP's hidden width
-              dropout:float=0.1, # the MLP's dropout
+              head:str='mlp', # 'mlp' (one hidden layer), 'linear' (logistic) or 'hateclipper' (the authors' head: one logit)
+              hidden:int=64, # the hidden width (Hate-CLIPper: map_dim)
+              dropout:float=0.1, # dropout after each hidden layer
+              fusion_dropout:float=0., # 'hateclipper': dropout of the fused features, before the first layer
+              pre_output_layers:int=1, # 'hateclipper': Linear -> ReLU -> Dropout blocks before the output layer
              )->nn.Module:
-    "The classification head: two logits from the fused features."
-    if check_name('head', head, HEADS) == 'linear': return nn.Linear(n_in, 2)
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 2))
+    "The classification head: two logits (benign, hateful) for 'mlp' and 'linear', one (hateful) for 'hateclipper'."
+    head = check_name('head', head, HEADS)
+    if fusion_dropout and head != 'hateclipper': raise ValueError(f"a fusion dropout ({fusion_dropout}) belongs to the 'hateclipper' head, not {head!r}")
+    if head == 'linear': return nn.Linear(n_in, 2)
+    if head == 'mlp': return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 2))
+    layers = [nn.Dropout(fusion_dropout)]  # HC:engine.py#L103-115
+    for k in range(pre_output_layers): layers += [nn.Linear(hidden if k else n_in, hidden), nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers, nn.Linear(hidden if pre_output_layers else n_in, 1))
+
 
 # %% ../nbs/61_memes.ipynb #961bc417
+FEATURES = ('projected', 'pooled')  # CLIP's normalised joint embeddings, or the towers' pooled outputs before CLIP's projections
+
+def meme_dropouts(dropout, # a float (projections and hidden layers) or (map, fusion, pre-output) as Hate-CLIPper's drop_probs
+                 )->tuple: # (map, fusion, pre-output)
+    "The three dropout rates of a meme model."
+    if isinstance(dropout, (int, float)): return float(dropout), 0., float(dropout)
+    if len(dropout) != 3: raise ValueError(f"dropout is one rate or three (map, fusion, pre-output), got {list(dropout)}")
+    return tuple(float(p) for p in dropout)
+
 class MemeClassifier(nn.Module):
     "CLIP's image and text features, projected, fused (`FUSIONS`) and classified into (benign, hateful)."
     def __init__(self, clip:nn.Module, # an open_clip CLIP (after `strategy.apply`)
                  fusion:str='fim', # 'image', 'text', 'concat' or 'fim'
-                 head:str='mlp', # 'mlp' or 'linear'
+                 head:str='mlp', # 'mlp', 'linear' or 'hateclipper'
                  map_dim:int|None=None, # projection size d (None: CLIP's embedding size D)
-                 hidden:int=64, # the MLP's hidden width
-                 dropout:float=0.1, # dropout of the projections and the MLP
+                 hidden:int=64, # the head's hidden width
+                 dropout:float|tuple=0.1, # see `meme_dropouts`
+                 features:str='projected', # see `FEATURES`
+                 pre_output_layers:int=1, # 'hateclipper': hidden layers of the head
                 ):
         super().__init__()
         D = clip.text_projection.shape[1] if isinstance(getattr(clip, 'text_projection', None), torch.Tensor) else clip.visual.output_dim
+        self.features = check_name('features', features, FEATURES)
+        d_i, d_t = (D, D) if features == 'projected' else pooled_dims(clip)
+        p_map, p_fusion, p_pre = meme_dropouts(dropout)
         self.clip, self.fusion, self.fuse, self.D, self.map_dim = clip, check_name('fusion', fusion, FUSIONS), fusion_fn(fusion), D, map_dim or D
-        self.image_map, self.text_map = nn.Linear(D, self.map_dim), nn.Linear(D, self.map_dim)
-        self.drop, self.head = nn.Dropout(dropout), make_head(fused_dim(fusion, self.map_dim), head, hidden, dropout)
+        self.image_map, self.text_map = nn.Linear(d_i, self.map_dim), nn.Linear(d_t, self.map_dim)
+        self.drop, self.head = nn.Dropout(p_map), make_head(fused_dim(fusion, self.map_dim), head, hidden, p_pre, p_fusion, pre_output_layers)
     @property
     def logit_scale(self): return self.clip.logit_scale  # CLIP's temperature (the clamp callback reads it)
     def head_parameters(self)->list:
@@ -241,15 +267,50 @@ def clip_features(clip:nn.Module, # an open_clip CLIP
     "CLIP's normalised `(image features, text features)`; text on the prompt positions when the tower allows it."
     return clip.encode_image(image, normalize=True), encode_prompts(clip, tokens)
 
+def check_poolable(clip:nn.Module):
+    "Refuse a CLIP whose pooled features cannot be read before its projections (`visual.proj` and `text_projection`)."
+    if visual_proj_names(clip) != ['visual.proj'] or text_tower(clip)[1]:
+        raise ValueError(f"pooled features need open_clip's CLIP with a ViT image tower (`visual.proj`) and its own text tower; "
+                         f"this one has image projection {visual_proj_names(clip)} and text tower {type(text_tower(clip)[0]).__name__}: use features='projected'")
+    text_proj_names(clip)  # a text tower without a projection: named there
+
+def pooled_dims(clip:nn.Module)->tuple:
+    "Sizes `(image, text)` of the pooled features, before CLIP's projections."
+    check_poolable(clip)
+    tp = clip.text_projection
+    return clip.visual.proj.shape[0], (tp.in_features if isinstance(tp, nn.Linear) else tp.shape[0])
+
+@contextlib.contextmanager
+def without_projections(clip:nn.Module):
+    "Within the block, `encode_image` and `encode_text` give the pooled features: CLIP's projections are taken out, then put back."
+    check_poolable(clip)
+    saved = clip.visual.proj, clip.text_projection
+    clip.visual.proj, clip.text_projection = None, None
+    try: yield clip
+    finally: clip.visual.proj, clip.text_projection = saved
+
+def pooled_features(clip:nn.Module, # an open_clip CLIP with a ViT image tower
+                    image:torch.Tensor, # [B, 3, H, W] preprocessed
+                    tokens:torch.Tensor, # [B, context] token ids
+                   )->tuple:
+    "The un-normalised pooled `(image, text)` features before CLIP's projections (Hugging Face's `pooler_output`, as Hate-CLIPper reads them)."
+    with without_projections(clip): return clip.encode_image(image), clip.encode_text(tokens)
+
+# %% ../nbs/61_memes.ipynb #b1c2d3e4
 @patch
-def forward(self:MemeClassifier, image:torch.Tensor, # [B, 3, H, W] preprocessed
-            tokens:torch.Tensor, # [B, context] token ids
-           )->dict: # logits [B, 2], image/text [B, D] (CLIP's, normalised), p_i/p_t [B, d] (projected, normalised)
-    "Logits of (benign, hateful) and the features behind them."
-    img, txt = clip_features(self.clip, image, tokens)
+def classify(self:MemeClassifier, img:torch.Tensor, txt:torch.Tensor, # [B, D] image and text features (see `FEATURES`)
+            )->dict: # logits [B, 2] (or [B, 1]: 'hateclipper'), image/text as given, p_i/p_t [B, d] (projected, normalised)
+    "The meme logits from the two features: project, drop out, normalise, fuse, head."
     p_i = F.normalize(self.drop(self.image_map(img.float())), dim=-1)
     p_t = F.normalize(self.drop(self.text_map(txt.float())), dim=-1)
     return dict(logits=self.head(self.fuse(p_i, p_t)), image=img, text=txt, p_i=p_i, p_t=p_t)
+
+@patch
+def forward(self:MemeClassifier, image:torch.Tensor, # [B, 3, H, W] preprocessed
+            tokens:torch.Tensor, # [B, context] token ids
+           )->dict: # see `classify`
+    "Logits of (benign, hateful) and the features behind them."
+    return self.classify(*(clip_features if self.features == 'projected' else pooled_features)(self.clip, image, tokens))
 
 # %% ../nbs/61_memes.ipynb #dc55a4a8
 def nce(a:torch.Tensor, b:torch.Tensor, # [B, n] normalised rows, row k of `a` paired with row k of `b`
@@ -258,22 +319,30 @@ def nce(a:torch.Tensor, b:torch.Tensor, # [B, n] normalised rows, row k of `a` p
     "CLIP's symmetric contrastive loss (`objectives.clip_loss`): each row of `a` must pick its row of `b`, and back."
     return clip_loss(scale * a @ b.t())
 
+def meme_loss(logits:torch.Tensor, # [B, 2] (benign, hateful) or [B, 1] (hateful)
+              labels:torch.Tensor, # [B] 0/1
+             )->torch.Tensor:
+    "Cross-entropy of two logits, or binary cross-entropy of one (Hate-CLIPper's `BCEWithLogitsLoss`)."
+    if logits.shape[1] == 1: return F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
+    return F.cross_entropy(logits, labels)
+
 class MemeObjective(Callback):
-    "Cross-entropy on (benign, hateful) plus the image–text and text–text alignment losses; AUROC as its metric."
+    "`meme_loss` plus the image–text and text–text alignment losses; AUROC as its metric."
     kind = 'objective'
     def __init__(self, align_it:float=0., # weight of the image–text alignment loss
                  align_tt:float=0., # weight of the text–text alignment loss (needs map_dim == D)
                 ): self.align_it, self.align_tt = align_it, align_tt
     def before_fit(self, learn):
         m = learn.model
+        if (self.align_it or self.align_tt) and m.features != 'projected': raise ValueError(f"the alignment losses compare CLIP's joint embeddings: they need features='projected', not {m.features!r}")
         if self.align_tt and m.map_dim != m.D: raise ValueError(f"text–text alignment compares p_t with CLIP's text feature: map_dim must be {m.D}, got {m.map_dim}")
     def predict(self, learn):
-        "Logits `[B, 2]` into `learn.preds`; the features kept for the loss."
+        "Logits `[B, 2]` (or `[B, 1]`) into `learn.preds`; the features kept for the loss."
         self.out = learn.fwd_model(learn.batch[0], learn.batch[1])
         learn.preds = self.out['logits']
     def get_loss(self, learn):
         o, scale = self.out, learn.model.logit_scale.exp()
-        loss = F.cross_entropy(learn.preds, learn.batch[2])
+        loss = meme_loss(learn.preds, learn.batch[2])
         if self.align_it: loss = loss + self.align_it * nce(o['image'].float(), o['text'].float(), scale)
         if self.align_tt: loss = loss + self.align_tt * nce(o['p_t'], o['text'].float(), scale)
         learn.loss = loss
@@ -296,10 +365,10 @@ def auroc(scores, # [N] scores, higher = more likely label 1
     ranks = (ends - (counts - 1) / 2)[inv]  # 1-based average rank of each score
     return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
-def meme_score(logits:torch.Tensor, # [N, 2] logits of (benign, hateful)
+def meme_score(logits:torch.Tensor, # [N, 2] logits of (benign, hateful), or [N, 1] of hateful
               )->torch.Tensor:
-    "The hateful score of each meme: logit(hateful) - logit(benign)."
-    return (logits[:, 1] - logits[:, 0]).float()
+    "The hateful score of each meme: logit(hateful) - logit(benign), or the one logit."
+    return (logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]).float()
 
 def check_both_classes(labels, # [N] 0/1 labels
                        name:str, # the split, for the message (e.g. "split 'dev' (dev.jsonl)")
@@ -365,31 +434,64 @@ def score_splits(model:MemeClassifier, splits:dict, # the trained model, split -
             scored=False, n=len(ds), note=f"{ds.name} has no labels (the official test.jsonl has none): predicted, not scored")
     return metrics, scores
 
+# %% ../nbs/61_memes.ipynb #c7d8e9f0
+MEME_RECIPES = {  # `fit_memes`' defaults: the mini lab's, and Hate-CLIPper's released run for real CLIP (RECIPES.md §1.12)
+    'mini': dict(fusion='fim', head='mlp', features='projected', map_dim=None, hidden=64, dropout=0.1, pre_output_layers=1, epochs=4,
+                 lr=1e-3, clip_lr=1e-4, batch_size=64, weight_decay=0.01, max_grad_norm=1.0, schedule='cosine', select='last'),
+    'authors': dict(fusion='fim', head='hateclipper', features='pooled', map_dim=32, hidden=32, dropout=(0.2, 0.4, 0.1), pre_output_layers=1,
+                    epochs=20, lr=1e-4, clip_lr=1e-5, batch_size=16, weight_decay=1e-4, max_grad_norm=0.1, schedule='constant', select='best')}
+MEME_RECIPE_SOURCES = {'mini': "mini lab (ours)",
+                       'authors': "authors: Hate-CLIPper's run.sh (RECIPES.md §1.12: HC:run.sh#L8-22, HC:engine.py#L55-115,#L598-604, "
+                                  "HC:main.py#L64-71,#L130-157); clip_lr ours (HC keeps both encoders frozen)"}
+
+def meme_recipe_name(backbone:str)->str: return 'mini' if backbone == 'mini' else 'authors'
+
+def meme_recipe(backbone:str='mini', # 'mini' or a real CLIP (any other name)
+                **given, # values set by the caller (None: the recipe's)
+               )->dict:
+    "`fit_memes`' settings for `backbone`: the mini lab's recipe or Hate-CLIPper's, overridden by what is given."
+    r = dict(MEME_RECIPES[meme_recipe_name(backbone)])
+    unknown = sorted(set(given) - set(r))
+    if unknown: raise ValueError(f"unknown meme recipe key(s) {unknown}; known: {sorted(r)}")
+    r.update({k: v for k, v in given.items() if v is not None})
+    check_name('checkpoint selection', r['select'], ('last', 'best'))
+    return r
+
+def best_dev_auroc(valid:MemeDataset)->BestEpochCB:
+    "Keep the epoch with the best AUROC on the labelled dev split (Hate-CLIPper's checkpoint)."
+    return BestEpochCB(lambda learn: auroc(meme_scores(learn.model, valid), valid.labels))
+
 # %% ../nbs/61_memes.ipynb #4bf93cd9
 def fit_memes(strategy='zeroshot', # a registered strategy (name, spec or list) for CLIP's encoders
-              fusion:str='fim', head:str='mlp', # see `FUSIONS`, `HEADS`
+              fusion:str|None=None, head:str|None=None, # see `FUSIONS`, `HEADS`
               data='mini', # 'mini' or a Hateful Memes folder
               task:str='mini_shapes', per_class:int|None=None, # the synthetic set (data='mini')
-              epochs:int=4, lr:float=1e-3, clip_lr:float=1e-4, batch_size:int=64, seed:int=0, # training
+              epochs:int|None=None, lr:float|None=None, clip_lr:float|None=None, batch_size:int|None=None, seed:int=0, # training
               align_it:float=0., align_tt:float=0., # weights of the alignment losses
-              map_dim:int|None=None, hidden:int=64, # projection size (None: CLIP's D), MLP width
+              map_dim:int|None=None, hidden:int|None=None, # projection size (mini recipe: CLIP's D), head width
               backbone:str='mini', pretrained:str|None=None, # `models.load_clip(backbone, pretrained)`
               precision:str='fp32', grad_accum:int=1, progress:bool=False, device=None, # `callbacks.RunContext`
+              **recipe, # other `MEME_RECIPES` keys: features, dropout, pre_output_layers, weight_decay, max_grad_norm, schedule, select
              )->dict: # model, learner, strategy, splits, metrics (per split), scores
-    "Train a meme classifier on top of `strategy` with the project's `Learner`; score dev/test splits by AUROC."
+    "Train a meme classifier on top of `strategy` with the project's `Learner`; score dev/test splits by AUROC. Unset values: `meme_recipe(backbone)`."
+    r = meme_recipe(backbone, fusion=fusion, head=head, epochs=epochs, lr=lr, clip_lr=clip_lr, batch_size=batch_size, map_dim=map_dim, hidden=hidden, **recipe)
     strategy = get_strategy(strategy); seed_everything(seed)
     clip, preprocess, tokenizer = load_clip(backbone, pretrained, device='cpu')
     splits = meme_data(data, preprocess, tokenizer, task, per_class)
-    model = MemeClassifier(strategy.apply(clip), fusion, head, map_dim, hidden)
+    model = MemeClassifier(strategy.apply(clip), r['fusion'], r['head'], r['map_dim'], r['hidden'], r['dropout'], r['features'], r['pre_output_layers'])
     valid = splits.get('dev') if splits.get('dev') is not None and splits['dev'].labelled else None
-    learn = RunContext(precision, progress, device=device).learner(  # the Learner every run builds, clipping at 1
-        model, dataloaders(splits['train'], valid, batch_size, seed), MemeObjective(align_it, align_tt), lr, epochs,
-        OptFunc(param_groups=meme_param_groups(strategy, clip_lr)), strategy.callbacks(), grad_accum=grad_accum, max_grad_norm=1.0)
+    best = best_dev_auroc(valid) if r['select'] == 'best' and valid is not None else None
+    learn = RunContext(precision, progress, device=device).learner(  # the Learner every run builds
+        model, dataloaders(splits['train'], valid, r['batch_size'], seed), MemeObjective(align_it, align_tt), r['lr'], r['epochs'],
+        OptFunc(weight_decay=r['weight_decay'], param_groups=meme_param_groups(strategy, r['clip_lr'])), strategy.callbacks() + ([best] if best else []),
+        grad_accum=grad_accum, max_grad_norm=r['max_grad_norm'], schedule=LRScheduleCB(r['schedule']))
     t0 = time.time(); learn.fit()
     metrics, scores = score_splits(model, splits)
     trainable, total = count_params(model)
     metrics.update(train_seconds=time.time() - t0, trainable_params=trainable, total_params=total, strategy=strategy.name,
-                   fusion=fusion, head=head, seed=seed, epochs=epochs)
+                   fusion=r['fusion'], head=r['head'], seed=seed, epochs=r['epochs'], recipe=MEME_RECIPE_SOURCES[meme_recipe_name(backbone)],
+                   settings={k: list(v) if isinstance(v, tuple) else v for k, v in r.items()},
+                   checkpoint=f"best dev AUROC (epoch {best.best_epoch + 1})" if best else 'last epoch')
     return dict(model=model, learner=learn, strategy=strategy, splits=splits, metrics=metrics, scores=scores)
 
 # %% ../nbs/61_memes.ipynb #e6e3ce3d
@@ -441,17 +543,21 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message): raise MemesDataError(message)
 
 def memes_parser()->argparse.ArgumentParser:
-    "The arguments of `clip_strategies_memes`."
+    "The arguments of `clip_strategies_memes` (unset training values: `meme_recipe` of the backbone)."
     p = _Parser(prog='clip_strategies_memes', description='Train and score a meme classifier on top of a CLIP strategy.')
     p.add_argument('--data', required=True, help="'mini' (synthetic) or a folder with img/ and train/dev/test JSONL files")
     p.add_argument('--out', required=True, help='output folder (metrics.json)')
     p.add_argument('--strategy', default='zeroshot', help="a registered strategy ('zeroshot' = frozen, 'full', 'lora'...)")
-    p.add_argument('--fusion', default='fim', help=f'one of {FUSIONS}')
-    p.add_argument('--head', default='mlp', help=f'one of {HEADS}')
+    p.add_argument('--fusion', default=None, help=f'one of {FUSIONS} (default: the recipe\'s, fim)')
+    p.add_argument('--head', default=None, help=f'one of {HEADS} (default: mlp on mini, hateclipper on real CLIP)')
+    p.add_argument('--features', default=None, help=f'one of {FEATURES} (default: projected on mini, pooled on real CLIP)')
+    p.add_argument('--dropout', type=float, nargs='+', default=None, help='one rate, or three: map, fusion, pre-output')
+    p.add_argument('--select', default=None, help="'last' epoch or 'best' dev AUROC (default: last on mini, best on real CLIP)")
     p.add_argument('--task', default='mini_shapes', help="images of --data mini: 'mini_shapes' or 'mini_shift'")
     p.add_argument('--per-class', type=int, default=None, help='--data mini: images per shape and split')
-    for a, t, d in (('epochs', int, 4), ('lr', float, 1e-3), ('clip-lr', float, 1e-4), ('batch-size', int, 64), ('seed', int, 0),
-                    ('align-it', float, 0.), ('align-tt', float, 0.), ('map-dim', int, None), ('grad-accum', int, 1)): p.add_argument(f'--{a}', type=t, default=d)
+    for a, t, d in (('epochs', int, None), ('lr', float, None), ('clip-lr', float, None), ('batch-size', int, None), ('seed', int, 0),
+                    ('align-it', float, 0.), ('align-tt', float, 0.), ('map-dim', int, None), ('hidden', int, None), ('grad-accum', int, 1),
+                    ('weight-decay', float, None), ('max-grad-norm', float, None)): p.add_argument(f'--{a}', type=t, default=d)
     p.add_argument('--backbone', default='mini'); p.add_argument('--pretrained', default=None)
     p.add_argument('--precision', default='fp32'); p.add_argument('--no-progress', action='store_true')
     return p
@@ -472,15 +578,17 @@ def memes_main(argv:list|None=None, # command-line arguments (None: `sys.argv[1:
     "`clip_strategies_memes --data DIR|mini --strategy S --fusion F --out DIR`: train, score, write metrics.json."
     try:
         a = memes_parser().parse_args(argv)
+        dropout = a.dropout[0] if a.dropout and len(a.dropout) == 1 else a.dropout
         r = fit_memes(a.strategy, a.fusion, a.head, a.data, a.task, a.per_class, a.epochs, a.lr, a.clip_lr, a.batch_size, a.seed,
-                      a.align_it, a.align_tt, a.map_dim, backbone=a.backbone, pretrained=a.pretrained, precision=a.precision,
-                      grad_accum=a.grad_accum, progress=not a.no_progress)
+                      a.align_it, a.align_tt, a.map_dim, a.hidden, backbone=a.backbone, pretrained=a.pretrained, precision=a.precision,
+                      grad_accum=a.grad_accum, progress=not a.no_progress, features=a.features, dropout=dropout, select=a.select,
+                      weight_decay=a.weight_decay, max_grad_norm=a.max_grad_norm)
     except RUN_ERRORS as e: print(f"clip_strategies_memes: error: {str(e).splitlines()[0]}", file=sys.stderr); return 1  # weights, images
     except USER_ERRORS as e:  # MemesDataError, unknown names, bad options
         print(f"clip_strategies_memes: error: {(e.args[0] if e.args else str(e)).splitlines()[0]}", file=sys.stderr); return 2
     out, m = Path(a.out), r['metrics']
     atomic_write(out/'metrics.json', json.dumps(dict(m, data=str(a.data)), indent=2))
     write_predictions(out, r['splits'], r['scores'])
-    for split, v in m.items():
-        if isinstance(v, dict): print(f"{split}: " + (f"AUROC {v['auroc']:.4f}, accuracy {v['accuracy']:.4f} ({v['n']} memes)" if 'auroc' in v else v['note']))
+    for split, v in ((s, m[s]) for s in r['scores']):
+        print(f"{split}: " + (f"AUROC {v['auroc']:.4f}, accuracy {v['accuracy']:.4f} ({v['n']} memes)" if 'auroc' in v else v['note']))
     return 0

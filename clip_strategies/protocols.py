@@ -8,22 +8,24 @@ import argparse, copy, json, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['check_mixable', 'interpolate', 'load_run', 'run_ends', 'test_sets', 'wise_curve', 'plot_wise', 'run_probabilities',
-           'run_label', 'ensemble', 'parse_protocol_args', 'protocols_main', 'wise_command', 'ensemble_command',
-           'saliency_command']
+__all__ = ['WISE_MIXES', 'WISE_FT_RECIPE', 'check_mixable', 'interpolate', 'load_run', 'run_ends', 'test_sets', 'wise_sets',
+           'zero_shot_linear_head', 'fine_tuned_linear_head', 'end_heads', 'mixed_head_logits', 'score_of',
+           'mixed_scores', 'wise_curve', 'chosen_alpha', 'plot_wise', 'run_probabilities', 'run_label', 'ensemble',
+           'parse_protocol_args', 'protocols_main', 'wise_command', 'ensemble_command', 'saliency_command']
 
 # %% ../nbs/43_protocols.ipynb #37e27a24
 import torch
 import matplotlib.pyplot as plt
 from torch import nn
-from .core import read_safetensors, seed_everything, atomic_write
+from .core import read_safetensors, seed_everything, atomic_write, check_name
 from .strategy import read_learned
-from .zeroshot import classification_metrics
+from .zeroshot import classification_metrics, class_text_features, model_logit_scale, split_features
+from .tables import WISE_ALPHAS
 from .models import load_clip
-from .data import get_dataset
+from .data import get_dataset, dataset_attr
 from .config import load_config
 from .evaluate import full_test_split, test_split, also_test_sets, evaluate, task_of, class_scores
-from .cli import image_transforms, USER_ERRORS, RUN_ERRORS
+from .cli import image_transforms, build_splits, USER_ERRORS, RUN_ERRORS
 from .saliency import changed_predictions, saliency_figure
 
 # %% ../nbs/43_protocols.ipynb #71db720b
@@ -69,6 +71,8 @@ def run_ends(run_dir, # the OUTPUT_DIR of a finished `clip_strategies_train` run
     return dict(run, zero_shot={k: v.detach().clone() for k, v in run['model'].state_dict().items()}, fine_tuned=run['weights'])
 
 # %% ../nbs/43_protocols.ipynb #43e23043
+WISE_MIXES = ('classifier', 'towers')  # the original's image classifier (encoder + linear head), or CLIP's two towers
+
 def test_sets(run:dict, # what `load_run` gives
              )->dict: # name -> dataset
     "A run's test split and the other sets it was tested on (`evaluate.also_test_sets`), with the run's test transform."
@@ -76,27 +80,97 @@ def test_sets(run:dict, # what `load_run` gives
     full = full_test_split(cfg, test_tf)
     return {cfg['DATASET.NAME']: test_split(cfg, test_tf, full), **also_test_sets(cfg, test_tf, full)}
 
+def wise_sets(run:dict)->dict:
+    "The run's validation split (as 'val': α is chosen on it) and its test sets."
+    return {'val': build_splits(run['cfg'], run['preprocess'])['val'], **test_sets(run)}
+
+def zero_shot_linear_head(model:nn.Module, tokenizer, dataset, # the zero-shot model, its tokenizer, a classification dataset
+                         )->tuple: # (W [C, D], b [C])
+    "WiSE-FT's zero-shot head: per class the mean of normalised template embeddings, re-normalised, × exp(logit_scale); bias 0."
+    w = class_text_features(model, tokenizer, dataset_attr(dataset, 'classnames'), dataset_attr(dataset, 'templates')).cpu()
+    return model_logit_scale(model) * w, torch.zeros(len(w))
+
+def fine_tuned_linear_head(model:nn.Module, tokenizer, dataset, # the fine-tuned model, its tokenizer, a classification dataset
+                           strategy, # the run's fitted strategy
+                          )->tuple: # (W [C, D], b [C])
+    "The head the run's model scores `dataset` with, as a linear layer: the strategy's own, or its text head with the temperature folded in."
+    if strategy.class_head(model, tokenizer, dataset) is None:
+        templates = strategy.prompt_templates(model, dataset_attr(dataset, 'templates'))
+        w = class_text_features(model, tokenizer, dataset_attr(dataset, 'classnames'), templates).cpu()
+        return model_logit_scale(model) * w, torch.zeros(len(w))
+    head = getattr(strategy, 'head', None)
+    if isinstance(head, dict) and {'weight', 'bias'} <= set(head): return head['weight'].float(), head['bias'].float()
+    raise ValueError(f"{strategy.name!r} scores classes with a head of its own that is not linear: WiSE-FT's classifier mix needs a "
+                     "linear head; use mix='towers'")
+
+# %% ../nbs/43_protocols.ipynb #a1b2c3d4
+def end_heads(e:dict, sets:dict, # what `run_ends` gives; name -> dataset
+             )->dict: # name -> ((W0, b0), (W1, b1))
+    "The zero-shot and fine-tuned linear heads of each set (classification sets only)."
+    model, tok = e['model'], e['tokenizer']
+    for n, ds in sets.items():
+        if task_of(ds) != 'classification': raise ValueError(f"WiSE-FT's classifier mix scores classes; {n!r} is a {task_of(ds)} set: use mix='towers'")
+    model.load_state_dict(e['zero_shot']); h0 = {n: zero_shot_linear_head(model, tok, ds) for n, ds in sets.items()}
+    model.load_state_dict(e['fine_tuned']); h1 = {n: fine_tuned_linear_head(model, tok, ds, e['strategy']) for n, ds in sets.items()}
+    return {n: (h0[n], h1[n]) for n in sets}
+
+def mixed_head_logits(feats:torch.Tensor, # [N, D] L2-normalised image features of the mixed encoder
+                      heads:tuple, # ((W0, b0), (W1, b1)) from `end_heads`
+                      alpha:float, # 0: zero-shot, 1: fine-tuned
+                     )->torch.Tensor: # [N, C]
+    "Logits of the mixed linear head: `(1 − α)·head_0 + α·head_1` on normalised features."
+    (W0, b0), (W1, b1) = heads
+    return feats @ torch.lerp(W0.float(), W1.float(), float(alpha)).T.to(feats) + torch.lerp(b0.float(), b1.float(), float(alpha)).to(feats)
+
+def score_of(m:dict)->float:
+    "A set's one number: accuracy, or the mean of the two recalls@1 for retrieval."
+    return m.get('accuracy', (m.get('i2t_r1', 0) + m.get('t2i_r1', 0)) / 2)
+
+def mixed_scores(e:dict, sets:dict, alpha:float, # what `run_ends` gives, name -> dataset, the mixing weight
+                 heads:dict|None, # `end_heads` for mix='classifier'; None for mix='towers'
+                 batch_size:int=256)->dict: # name -> score
+    "Each set's score under the WiSE-FT mix at `alpha`."
+    model = e['model']
+    model.load_state_dict(interpolate(e['zero_shot'], e['fine_tuned'], alpha))
+    if heads is None: return {n: score_of(evaluate(model, e['tokenizer'], ds, task_of(ds), batch_size, e['strategy'])) for n, ds in sets.items()}
+    out = {}
+    for n, ds in sets.items():
+        feats, labels = split_features(model, ds, batch_size)
+        out[n] = classification_metrics(mixed_head_logits(feats, heads[n], alpha), labels)['top1']
+    return out
+
+# %% ../nbs/43_protocols.ipynb #b2c3d4e5
+WISE_FT_RECIPE = {  # the fine-tune WiSE-FT mixes, for a `full` run on real CLIP (RECIPES.md §1.10; see "The authors' recipe")
+    'OPTIM.NAME': 'adamw', 'OPTIM.LR': 3e-5, 'OPTIM.WEIGHT_DECAY': 0.1, 'OPTIM.MAX_EPOCH': 10, 'OPTIM.LR_SCHEDULER': 'cosine',
+    'OPTIM.WARMUP_EPOCH': 1, 'OPTIM.WARMUP_TYPE': 'linear', 'OPTIM.WARMUP_CONS_LR': 0.,
+    'OPTIM.MAX_GRAD_NORM': 1.0, 'DATALOADER.TRAIN_X.BATCH_SIZE': 128,
+    'TRAIN.PRECISION': 'fp32', 'INPUT.TRANSFORMS': ['normalize']}
+
 def wise_curve(run_dir, # a finished run's folder
-               alphas:list=tuple(i / 10 for i in range(11)), # mixing weights
+               alphas:list=WISE_ALPHAS, # mixing weights (default: the README's 0, 0.1, …, 1)
                batch_size:int=256, # images per forward pass
-              )->list: # one dict per alpha: {'alpha', dataset: accuracy (or mean recall@1)}
-    "Test scores of the WiSE-FT mix of a run's zero-shot and fine-tuned models, along the mixing weight."
+               mix:str='classifier', # 'classifier' (the original's) or 'towers' (see `WISE_MIXES`)
+              )->list: # one dict per alpha: {'alpha', 'val', test set: accuracy (or mean recall@1)}
+    "Validation and test scores of the WiSE-FT mix of a run's zero-shot and fine-tuned models, along the mixing weight."
     if not len(alphas) or any(not 0 <= a <= 1 for a in alphas): raise ValueError(f"alphas must lie in [0, 1], got {list(alphas)}")
+    check_name('WiSE-FT mix', mix, WISE_MIXES)
     e = run_ends(run_dir)
-    model, sets = e['model'], test_sets(e)
+    sets = wise_sets(e)
     check_mixable(e['zero_shot'], e['fine_tuned'])  # before evaluating anything
-    rows = []
-    for a in alphas:
-        model.load_state_dict(interpolate(e['zero_shot'], e['fine_tuned'], a))
-        m = {n: evaluate(model, e['tokenizer'], ds, task_of(ds), batch_size, e['strategy']) for n, ds in sets.items()}
-        rows.append(dict(alpha=float(a), **{n: v.get('accuracy', (v.get('i2t_r1', 0) + v.get('t2i_r1', 0)) / 2) for n, v in m.items()}))
-    return rows
+    heads = end_heads(e, sets) if mix == 'classifier' else None
+    return [dict(alpha=float(a), **mixed_scores(e, sets, a, heads, batch_size)) for a in alphas]
+
+def chosen_alpha(rows:list)->float:
+    "The α with the best validation score (ties: the smaller α, nearer zero-shot)."
+    return max(rows, key=lambda r: (r['val'], -r['alpha']))['alpha']
 
 def plot_wise(rows:list, title:str=''):
-    "Each test set's score against the mixing weight."
+    "Each test set's score against the mixing weight; validation dashed, the chosen α marked."
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for n in [k for k in rows[0] if k != 'alpha']: ax.plot([r['alpha'] for r in rows], [r[n] for r in rows], marker='o', label=n)
-    ax.set(xlabel='α (0: zero-shot, 1: fine-tuned)', ylabel='test score (%)', title=title); ax.legend()
+    for n in [k for k in rows[0] if k != 'alpha']:
+        ax.plot([r['alpha'] for r in rows], [r[n] for r in rows], marker='o', label=n, ls='--' if n == 'val' else '-')
+    if 'val' in rows[0]: ax.axvline(chosen_alpha(rows), c='gray', lw=1, ls=':')
+    ax.set(xlabel='α (0: zero-shot, 1: fine-tuned)', ylabel='score (%)', title=title); ax.legend()
     return fig
 
 # %% ../nbs/43_protocols.ipynb #b135dde1
@@ -146,7 +220,8 @@ def parse_protocol_args(argv=None)->argparse.Namespace:
     sub = p.add_subparsers(dest='protocol', required=True)
     w = sub.add_parser('wise', help="the WiSE-FT curve of a finished run: writes wise.json and wise.png")
     w.add_argument('run_dir', help="a finished run's folder (OUTPUT_DIR)")
-    w.add_argument('--alphas', type=float, nargs='+', default=[i / 10 for i in range(11)], help="mixing weights in [0, 1]")
+    w.add_argument('--alphas', type=float, nargs='+', default=list(WISE_ALPHAS), help="mixing weights in [0, 1] (default: 0, 0.1, ..., 1)")
+    w.add_argument('--mix', choices=WISE_MIXES, default='classifier', help="'classifier': the original's image encoder + linear head; 'towers': both towers of CLIP")
     w.add_argument('--out', default=None, help="folder for wise.json and wise.png (default: the run's folder)")
     e = sub.add_parser('ensemble', help="accuracy of the average of finished runs' class probabilities")
     e.add_argument('run_dirs', nargs='+', help="two or more finished runs' folders, on the same dataset")
@@ -161,7 +236,7 @@ def parse_protocol_args(argv=None)->argparse.Namespace:
 def protocols_main(argv=None)->int:
     "Entry point of `clip_strategies_protocols`."
     a = parse_protocol_args(argv)
-    commands = dict(wise=lambda: wise_command(a.run_dir, a.alphas, a.out), ensemble=lambda: ensemble_command(a.run_dirs, a.out),
+    commands = dict(wise=lambda: wise_command(a.run_dir, a.alphas, a.out, a.mix), ensemble=lambda: ensemble_command(a.run_dirs, a.out),
                     saliency=lambda: saliency_command(a.run_dir, a.method, a.images, a.out))
     try: result = commands[a.protocol]()
     except RUN_ERRORS as e: print(f"clip_strategies_protocols: error: {e}", file=sys.stderr); return 1
@@ -170,15 +245,16 @@ def protocols_main(argv=None)->int:
     return 0
 
 # %% ../nbs/43_protocols.ipynb #8806fd90
-def wise_command(run_dir, alphas:list, out=None)->str:
-    "Write a run's WiSE-FT curve as wise.json and wise.png in `out` (default: the run's folder); the table as text."
-    rows, out = wise_curve(run_dir, alphas), Path(out or run_dir)
+def wise_command(run_dir, alphas:list, out=None, mix:str='classifier')->str:
+    "Write a run's WiSE-FT curve as wise.json (the curve, the mix, α chosen on validation) and wise.png; the table as text."
+    rows, out = wise_curve(run_dir, alphas, mix=mix), Path(out or run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out/'wise.json', json.dumps(rows, indent=1))
-    fig = plot_wise(rows, f'WiSE-FT of {Path(run_dir).name}'); fig.savefig(out/'wise.png', dpi=100, bbox_inches='tight'); plt.close(fig)
+    best = chosen_alpha(rows)
+    atomic_write(out/'wise.json', json.dumps(dict(mix=mix, alpha=best, alpha_chosen_on='val', curve=rows), indent=1))
+    fig = plot_wise(rows, f'WiSE-FT of {Path(run_dir).name} ({mix})'); fig.savefig(out/'wise.png', dpi=100, bbox_inches='tight'); plt.close(fig)
     names = [k for k in rows[0] if k != 'alpha']
-    return '\n'.join(['alpha  ' + '  '.join(names)] + [f"{r['alpha']:.2f}   " + '  '.join(f'{r[n]:.1f}' for n in names) for r in rows]
-                     + [f"written: {out/'wise.json'}, {out/'wise.png'}"])
+    return '\n'.join(['alpha  ' + '  '.join(names)] + [f"{r['alpha']:.2f}   " + '  '.join(f'{r[n]:.1f}' for n in names) + ('  <- chosen on val' if r['alpha'] == best else '')
+                      for r in rows] + [f"written: {out/'wise.json'}, {out/'wise.png'}"])
 
 def ensemble_command(run_dirs:list, out=None)->str:
     "The ensemble's table as text; also as JSON in `out` when given."

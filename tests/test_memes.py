@@ -103,3 +103,23 @@ def test_a_split_of_one_class_is_named_before_training(folder, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "split 'dev' (dev.jsonl)" in err and f"{len(rows)} benign and 0 hateful" in err and 'AUROC' in err, err
     assert not (tmp_path/'out').exists()
+
+def test_cli_hateclipper_head_on_pooled_features(folder, tmp_path):
+    "Hate-CLIPper's head (RECIPES.md §1.12) from the command line: pooled features, one logit, dropouts, best dev AUROC kept."
+    out = tmp_path/'hc'
+    assert memes_main(['--data', str(folder), '--out', str(out), '--head', 'hateclipper', '--features', 'pooled', '--map-dim', '8',
+                       '--hidden', '8', '--dropout', '0.2', '0.4', '0.1', '--select', 'best', '--no-progress', '--epochs', '2']) == 0
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['head'] == 'hateclipper' and m['settings']['features'] == 'pooled' and m['settings']['dropout'] == [0.2, 0.4, 0.1]
+    assert m['checkpoint'].startswith('best dev AUROC') and 0 <= m['test']['auroc'] <= 1 and m['recipe'] == 'mini lab (ours)'
+
+def test_real_clip_defaults_are_hateclippers():
+    from clip_strategies.memes import meme_recipe
+    r = meme_recipe('ViT-L-14')
+    assert (r['head'], r['features'], r['map_dim'], tuple(r['dropout'])) == ('hateclipper', 'pooled', 32, (0.2, 0.4, 0.1))
+    assert (r['lr'], r['weight_decay'], r['max_grad_norm'], r['batch_size'], r['epochs'], r['select']) == (1e-4, 1e-4, 0.1, 16, 20, 'best')
+    assert meme_recipe('mini')['head'] == 'mlp' and meme_recipe('ViT-L-14', map_dim=64)['map_dim'] == 64
+
+def test_alignment_losses_need_projected_features(folder, tmp_path, capsys):
+    assert memes_main(['--data', str(folder), '--out', str(tmp_path/'o'), '--features', 'pooled', '--align-it', '0.5', *QUICK]) == 2
+    assert "need features='projected'" in capsys.readouterr().err

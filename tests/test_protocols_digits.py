@@ -33,7 +33,9 @@ def test_protocols_on_digits(tmp_path):
     runs = tmp_path/'cmp'/'runs'
     full, lp, lpft = (next((runs/s).iterdir()) for s in ('full', 'linear_probe', 'lp_ft'))
     print(command('protocols', ['wise', full, '--alphas', 0, 0.5, 1]))
-    curve, m = json.loads((full/'wise.json').read_text()), json.loads((full/'metrics.json').read_text())
+    wise, m = json.loads((full/'wise.json').read_text()), json.loads((full/'metrics.json').read_text())
+    curve = wise['curve']
+    assert wise['mix'] == 'classifier' and wise['alpha'] in (0, 0.5, 1)  # the original's classifier, α chosen on validation
     assert abs(curve[0]['imagefolder'] - m['before']['accuracy']) < 1e-3 and abs(curve[-1]['imagefolder'] - m['accuracy']) < 1e-3
     assert abs(curve[-1]['mini_shapes'] - m['also']['mini_shapes']['after']['accuracy']) < 1e-3  # the shift report's other dataset
 
