@@ -14,7 +14,8 @@ from .core import save_safetensors, read_safetensors
 from .anatomy import freeze
 from .callback import Callback
 from .optim import OptFunc, LRScheduleCB
-from .data import dataset_attr, has_classes
+from .data import dataset_attr, has_classes, random_augmentation
+from .tables import TIP_CONFIGS, table_key, tip_config
 from .zeroshot import evaluating, encode_images, image_features, split_features, class_text_features, classification_metrics
 from .objectives import HeadClassification
 from .strategy import Strategy, StrategyError, OptionError, register_strategy
@@ -22,11 +23,12 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'COMMON_FIELDS', 'DATASET_FIELDS', 'CACHE_WAY_OUT', 'PATH_FIELDS', 'CACHE_PATH_ALLOWED',
-           'TIP_CONFIG_KEYS', 'SEARCH_SCALES', 'TipAdapter', 'augment_images', 'build_cache', 'search_grid',
-           'alpha_bounds', 'search', 'split_positions', 'split_checksum', 'cache_meta', 'split_meta', 'save_cache',
-           'read_cache', 'cache_provenance', 'refuse_mismatch', 'select_classes', 'load_cache', 'slot_cache',
-           'slot_adapter', 'merge_cache', 'KeyBatches', 'AugmentedPasses', 'SetEpochCB', 'key_loader', 'val_accuracy',
-           'finetune_keys', 'model_fingerprint', 'valid_cache_path', 'cache_file', 'search_scale_for', 'Tip', 'TipF']
+           'TIP_CONFIG_KEYS', 'LAB_SEARCH_SCALES', 'OWN_INIT', 'GRID_ALLOWED', 'TipAdapter', 'augment_images',
+           'feature_pass', 'build_cache', 'search_grid', 'alpha_bounds', 'search', 'split_positions', 'split_checksum',
+           'cache_meta', 'split_meta', 'save_cache', 'read_cache', 'cache_provenance', 'refuse_mismatch',
+           'select_classes', 'load_cache', 'slot_cache', 'slot_adapter', 'merge_cache', 'KeyBatches', 'AugmentedPasses',
+           'SetEpochCB', 'key_loader', 'FreshViews', 'val_accuracy', 'finetune_keys', 'model_fingerprint',
+           'valid_cache_path', 'cache_file', 'tip_settings', 'tip_recipe', 'check_grid', 'Tip', 'TipF']
 
 # %% ../nbs/50_tip.ipynb #f32bbf91
 class TipAdapter(nn.Module):
@@ -77,26 +79,34 @@ def augment_images(x:torch.Tensor, # `[N, 3, H, W]` image tensors
     return F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=False)
 
 # %% ../nbs/50_tip.ipynb #4e1206e2
+def feature_pass(model:nn.Module, # a CLIP model (`encode_image`)
+                 loader:DataLoader, # the few-shot training images, in a fixed order
+                 own_views:bool, # add Tip's crop and flip to each image (False: the images as the loader yields them)
+                 generator:torch.Generator, # the crops and flips; also seeds the random steps of the dataset's transform
+                )->tuple: # (features `[M, D]`, not normalised; labels `[M]`)
+    "One pass over the training images, each under one view: Tip's crop and flip, or the dataset transform's own."
+    device, feats, labels = next(model.parameters()).device, [], []
+    seed = None if own_views else int(torch.randint(2**62, (1,), generator=generator))
+    with evaluating(model), torch.no_grad(), torch.random.fork_rng(devices=[]):  # the run's random stream is untouched
+        if seed is not None: torch.manual_seed(seed)  # the transform's random steps, reproducible
+        for x, y in loader:
+            x = x.to(device)
+            if own_views: x = augment_images(x, generator=generator)
+            feats.append(encode_images(model, x, normalize=False).float().cpu()); labels.append(torch.as_tensor(y))
+    return torch.cat(feats), torch.cat(labels).long()
+
 def build_cache(model:nn.Module, # a CLIP model (`encode_image`)
                 dataset, # the few-shot training images: yields (image tensor, label)
-                augment_epoch:int=10, # augmented passes averaged into each key (0: one plain pass)
+                augment_epoch:int=10, # augmented passes averaged into each key (0: one pass of the images as they come)
                 batch_size:int=256, # images per forward pass
                 seed:int=0, # seed of the augmentations
                )->tuple: # (keys `[M, D]` normalised, labels `[M]`, features of each pass `[P, M, D]` normalised)
     "Tip-Adapter's cache keys: each image's features averaged over `augment_epoch` augmented passes, then normalised."
-    device = next(model.parameters()).device
-    gen, passes, labels = torch.Generator().manual_seed(seed), [], []
-    loader = DataLoader(dataset, batch_size=batch_size)
-    with evaluating(model), torch.no_grad():
-        for p in range(max(1, augment_epoch)):
-            feats = []
-            for x, y in loader:
-                if augment_epoch: x = augment_images(x, generator=gen)
-                feats.append(encode_images(model, x.to(device), normalize=False).float().cpu())
-                if p == 0: labels.append(torch.as_tensor(y))
-            passes.append(torch.cat(feats))
-    raw = torch.stack(passes)
-    return F.normalize(raw.mean(0), dim=-1), torch.cat(labels).long(), F.normalize(raw, dim=-1)
+    loader, gen = DataLoader(dataset, batch_size=batch_size), torch.Generator().manual_seed(seed)
+    own = augment_epoch > 0 and not random_augmentation(dataset)  # a transform with random steps augments already: not twice
+    passes = [feature_pass(model, loader, own, gen) for _ in range(max(1, augment_epoch))]
+    raw = torch.stack([f for f, _ in passes])
+    return F.normalize(raw.mean(0), dim=-1), passes[0][1], F.normalize(raw, dim=-1)
 
 # %% ../nbs/50_tip.ipynb #58cc538d
 def search_grid(scale:list=(7., 3.), # [beta scale, alpha scale]: the largest values tried (about)
@@ -330,7 +340,7 @@ class KeyBatches(Sampler):
     def __iter__(self): yield from torch.randperm(self.n, generator=self.generator).split(self.batch_size)
 
 class AugmentedPasses(Dataset):
-    "Tip-F's training features: in epoch e, augmented pass `e mod P`; indexed by a whole batch of key indices at once."
+    "Tip-F's training features, the cached passes cycled: in epoch e, augmented pass `e mod P`; indexed by a batch of keys at once."
     def __init__(self, passes:torch.Tensor, # `[P, M, D]` normalised features, one augmented pass each
                  labels:torch.Tensor, # `[M]` their classes
                 ): self.passes, self.labels, self.epoch = passes, labels, 0
@@ -339,37 +349,58 @@ class AugmentedPasses(Dataset):
     def __getitem__(self, idx:torch.Tensor)->tuple: return self.passes[self.epoch % len(self.passes)][idx], self.labels[idx]
 
 class SetEpochCB(Callback):
-    "Before each epoch, tell the training data which epoch it is (`set_epoch`): a resumed run reads its epoch's pass."
+    "Before each epoch, tell the training data which epoch it is (`set_epoch`): a resumed run reads its epoch's features."
     def __init__(self, data): self.data = data
     def before_epoch(self, learn): self.data.set_epoch(learn.epoch)
 
-def key_loader(data:AugmentedPasses, batch_size:int=256, seed:int=0)->DataLoader:
+def key_loader(data:Dataset, # `AugmentedPasses` or `FreshViews`
+               batch_size:int=256, seed:int=0)->DataLoader:
     "Tip-F's training loader: `KeyBatches` of `data` (the workers' base seed drawn from a generator of its own)."
     return DataLoader(data, sampler=KeyBatches(len(data), batch_size, seed), batch_size=None, generator=torch.Generator())
+
+# %% ../nbs/50_tip.ipynb #f7e5a1d1
+class FreshViews(Dataset):
+    "Tip-F's training features as the authors make them: in epoch e, every training image encoded under a new random view."
+    def __init__(self, model:nn.Module, # the frozen CLIP
+                 dataset, # the few-shot training images
+                 batch_size:int=256, # images per forward pass
+                 seed:int=0, # with the epoch, seeds the epoch's views
+                ):
+        self.model, self.loader, self.seed = model, DataLoader(dataset, batch_size=batch_size), seed
+        self.own, self.epoch, self.feats, self.labels = not random_augmentation(dataset), None, None, None
+    def set_epoch(self, epoch:int):
+        "Encode epoch `epoch`'s views (the same views whenever that epoch comes)."
+        if epoch == self.epoch: return
+        gen = torch.Generator().manual_seed(1_000_003 * (self.seed + 1) + epoch)  # one stream per (seed, epoch)
+        raw, self.labels = feature_pass(self.model, self.loader, self.own, gen)
+        self.feats, self.epoch = F.normalize(raw, dim=-1), epoch
+    def __len__(self)->int: return len(self.loader.dataset)
+    def __getitem__(self, idx:torch.Tensor)->tuple: return self.feats[idx], self.labels[idx]
 
 # %% ../nbs/50_tip.ipynb #9b459835
 def val_accuracy(adapter:nn.Module, feats:torch.Tensor, labels:torch.Tensor)->float:
     "Top-1 accuracy (percent) of `adapter` on features."
     with torch.no_grad(): return classification_metrics(adapter(feats), labels)['top1']
 
-def finetune_keys(adapter:TipAdapter, # the adapter whose keys train (changed in place: the best epoch's keys)
-                  passes:torch.Tensor, # `[P, M, D]` normalised training features, one augmented pass per epoch
-                  labels:torch.Tensor, # `[M]` their classes
+def finetune_keys(adapter:TipAdapter, # the adapter whose keys train (changed in place: the best trained epoch's keys)
+                  data:Dataset, # the training features by epoch (`set_epoch`): `AugmentedPasses` or `FreshViews`
                   val_feats:torch.Tensor, val_labels:torch.Tensor, # the validation features that pick the epoch
                   epochs:int=20, lr:float=1e-3, batch_size:int=256, # the released recipe
+                  eps:float=1e-4, # AdamW's eps (the released 1e-4)
                   seed:int=0, # seed of the batch order
                   run=None, # builds the Learner (`callbacks.RunContext`); None: a default one, without checkpoints
                  )->list: # validation accuracy after each epoch
-    "Tip-Adapter-F through a Learner: train the cache keys with cross-entropy (AdamW, cosine); keep the best validation epoch's keys."
+    "Tip-Adapter-F through a Learner: train the cache keys with cross-entropy (AdamW, cosine); keep the best trained epoch's on validation."
     from clip_strategies.callbacks import RunContext, BestEpochCB  # training machinery: loaded when keys train, not with the module
     from clip_strategies.learner import DataLoaders
-    data, home = AugmentedPasses(passes, labels), adapter.cache_keys.device
+    home = adapter.cache_keys.device
     valid = DataLoader([(val_feats, val_labels)], batch_size=None, generator=torch.Generator())  # one batch
-    best = BestEpochCB(lambda learn: val_accuracy(learn.model, val_feats.to(learn.device), val_labels.to(learn.device)))
+    score = lambda learn: val_accuracy(learn.model, val_feats.to(learn.device), val_labels.to(learn.device))
+    best = BestEpochCB(lambda learn: score(learn) if learn.train_step else -math.inf)  # the untrained start is never kept
     adapter.cache_keys.requires_grad_(True)
     try:
         learn = (run or RunContext()).learner(adapter, DataLoaders(key_loader(data, batch_size, seed), valid), HeadClassification(),
-                                              lr, epochs, OptFunc('adamw', weight_decay=0.01, eps=1e-4), cbs=[SetEpochCB(data), best],
+                                              lr, epochs, OptFunc('adamw', weight_decay=0.01, eps=eps), cbs=[SetEpochCB(data), best],
                                               part='tip_f', schedule=LRScheduleCB('cosine')).fit()
     finally: adapter.cache_keys.requires_grad_(False); adapter.to(home)
     return [r['valid_top1'] for r in learn.history if 'valid_top1' in r]
@@ -401,13 +432,33 @@ TIP_CONFIG_KEYS = {'TRAINER.TIP.LOAD_CACHE': 'load_cache', 'TRAINER.TIP.AUGMENT_
                    'TRAINER.TIP.beta': 'beta', 'TRAINER.TIP.alpha': 'alpha', 'TRAINER.TIP.search_best': 'search_best'}
 
 # %% ../nbs/50_tip.ipynb #8e287266
-SEARCH_SCALES = {'imagenet': [7., 3.], 'oxford_pets': [7., 3.], 'ucf101': [7., 3.], 'flowers102': [50., 50.],
-                 'fgvc_aircraft': [30., 30.], 'stanford_cars': [20., 10.], 'eurosat': [12., 10.],
-                 'mini_shift': [50., 100.], 'mini_shapes': [50., 100.]}
+LAB_SEARCH_SCALES = {'mini_shift': [50., 100.], 'mini_shapes': [50., 100.]}  # the mini lab's [beta, alpha] range (why: above)
+OWN_INIT = dict(init_alpha=1.0, init_beta=1.0)  # α, β on a dataset outside Tip's table: this library's defaults
 
-def search_scale_for(dataset)->list:
-    "The [beta scale, alpha scale] of the search on `dataset`: the released range for its name, else ImageNet's."
-    return list(SEARCH_SCALES.get(str(dataset_attr(dataset, 'name') or '').lower(), SEARCH_SCALES['imagenet']))
+def tip_settings(name:str|None, # the dataset's name (one of the 11 in any spelling, else yours)
+                )->dict: # init_alpha, init_beta, search_scale, search_step, lr, augment_epoch, train_epoch
+    "Tip-Adapter's settings for a dataset: the authors' config for one of the 11 (`tables.tip_config`), else this library's."
+    row = tip_config(name)
+    if table_key(name) in TIP_CONFIGS: return row
+    return row | OWN_INIT | dict(search_scale=list(LAB_SEARCH_SCALES.get(str(name).lower(), row['search_scale'])))
+
+def tip_recipe(name:str, # 'tip' or 'tip_f': whose option keys
+               dataset:str|None=None, # the dataset whose settings to read
+              )->dict:
+    "The authors' recipe on real CLIP as option keys: the cache's passes, and for Tip-F the keys' training (RECIPES.md §1.5)."
+    row = tip_settings(dataset)
+    keys = {'AUGMENT_EPOCH': row['augment_epoch']}
+    if name == 'tip_f': keys |= {'EPOCHS': row['train_epoch'], 'LR': row['lr'], 'EPS': 1e-4, 'BATCH_SIZE': 256, 'FRESH_VIEWS': True}
+    return {f'TRAINER.{name.upper()}.{k}': v for k, v in keys.items()}
+
+GRID_ALLOWED = {'search_scale': 'two numbers [beta scale, alpha scale], each above 0.1 (the grid starts there)',
+                'search_step': 'two positive integers [beta steps, alpha steps]'}
+
+def check_grid(strategy:str, option:str, value)->None:
+    "Refuse a `search_scale` or `search_step` that is not two valid numbers (None, the dataset's, is fine)."
+    if value is None: return
+    ok = len(value) == 2 and all((x > 0.1) if option == 'search_scale' else (x >= 1 and int(x) == x) for x in value)
+    if not ok: raise OptionError(strategy, option, value, GRID_ALLOWED[option])
 
 # %% ../nbs/50_tip.ipynb #8559da72
 @register_strategy('tip')
@@ -415,12 +466,15 @@ class Tip(Strategy):
     "Tip-Adapter: CLIP frozen; a cache of the few-shot features votes next to the zero-shot weights; alpha/beta searched on val."
     trains, tasks, names_new_classes = False, ('classification',), False
     config_keys = TIP_CONFIG_KEYS
-    def __init__(self, alpha:float=1.0, # weight of the cache term (the start of Tip-F, and the answer without search)
-                 beta:float=1.0, # sharpness of the cache affinities
+    real_recipe, real_recipe_by = tip_recipe('tip'), 'authors'
+    real_recipe_source = ("RECIPES.md §1.5, §2.2: Tip:utils.py#L38-71, Tip:configs/<dataset>.yaml#L30 (10 augmented passes); "
+                          "α, β and the search grid of each dataset (Tip:configs/<dataset>.yaml#L17-21) are read at fit by tip_settings")
+    def __init__(self, alpha:float|None=None, # weight of the cache term without search, and Tip-F's (None: the dataset's, `tip_settings`)
+                 beta:float|None=None, # sharpness of the cache affinities (None: the dataset's)
                  augment_epoch:int=10, # augmented passes averaged into each cache key (0: no augmentation)
                  search_best:bool=True, # search alpha/beta on the validation split
-                 search_scale:list[float]|None=None, # [beta scale, alpha scale] of the search grid (None: the dataset's, `SEARCH_SCALES`)
-                 search_step:list[int]=[200, 20], # [beta steps, alpha steps] of the search grid
+                 search_scale:list[float]|None=None, # [beta scale, alpha scale] of the search grid (None: the dataset's)
+                 search_step:list[int]|None=None, # [beta steps, alpha steps] of the search grid (None: the dataset's)
                  cache:str|None=None, # a .safetensors cache file: read if it exists (checked), else written; {dataset}, {shots}, {seed}: the run's
                  backbone:str='', # the backbone's name for the cache file (empty: a fingerprint of the image tower)
                  load_cache:bool=True, # read `cache` when it exists; False: rebuild it and overwrite the file
@@ -436,13 +490,13 @@ class Tip(Strategy):
         if cache and not valid_cache_path(cache): raise OptionError(self.name, 'cache', cache, CACHE_PATH_ALLOWED)
         if new_dataset and not (load_cache and cache):
             raise OptionError(self.name, 'new_dataset', new_dataset, 'False unless load_cache is True and `cache` names the cache file to merge into')
-        for opt, allowed in (('search_scale', 'two numbers [beta scale, alpha scale], each above 0.1 (the grid starts there)'),
-                             ('search_step', 'two positive integers [beta steps, alpha steps]')):
-            v = getattr(self, opt)
-            if v is None and opt == 'search_scale': continue
-            ok = len(v) == 2 and all((x > 0.1) if opt == 'search_scale' else (x >= 1 and int(x) == x) for x in v)
-            if not ok: raise OptionError(self.name, opt, v, allowed)
-        self.adapter, self.found, self.classnames = None, None, None
+        for opt in ('search_scale', 'search_step'): check_grid(self.name, opt, getattr(self, opt))
+        self.adapter, self.found, self.classnames, self.settings = None, None, None, None
+
+    @classmethod
+    def recipe_for(cls, backbone:str, dataset:str|None=None, shots:int=16)->dict:
+        "The mini lab's recipe on 'mini'; on real CLIP the authors' for `dataset` (`tip_recipe`: EuroSAT's 100 epochs for Tip-F)."
+        return super().recipe_for(backbone, dataset, shots) if backbone == 'mini' else tip_recipe(cls.name, dataset)
 
     def apply(self, model:nn.Module)->nn.Module:
         "Freeze CLIP: Tip learns nothing inside the model."
@@ -474,6 +528,14 @@ def cached(self:Tip, model:nn.Module, # the frozen CLIP
 
 # %% ../nbs/50_tip.ipynb #899289b4
 @patch
+def run_settings(self:Tip, dataset, # the training split (its `name` picks the dataset's settings)
+                )->dict: # alpha, beta, search_scale, search_step
+    "The α, β and search grid of a run on `dataset`: each option as given, else the dataset's (`tip_settings`)."
+    row = tip_settings(dataset_attr(dataset, 'name'))
+    table = dict(alpha=row['init_alpha'], beta=row['init_beta'], search_scale=row['search_scale'], search_step=row['search_step'])
+    return {k: v if getattr(self, k) is None else getattr(self, k) for k, v in table.items()}
+
+@patch
 def fit(self:Tip, model:nn.Module, tokenizer, # the frozen CLIP and its tokenizer
          splits:dict, # `train` and `val` (never `test`)
          batch_size:int=256, # images per forward pass
@@ -486,17 +548,17 @@ def fit(self:Tip, model:nn.Module, tokenizer, # the frozen CLIP and its tokenize
                             f"or set search_best=False")
     w = class_text_features(model, tokenizer, dataset_attr(train, 'classnames'), dataset_attr(train, 'templates'))
     keys, labels, passes = self.cached(model, train, w.shape[1])
-    self.classnames = list(dataset_attr(train, 'classnames'))
-    self.adapter = (slot_adapter(w, *slot_cache(keys, labels, len(w), self.cache_size), self.alpha, self.beta) if self.new
-                    else TipAdapter(w, keys, labels, self.alpha, self.beta))
+    self.classnames, self.settings = list(dataset_attr(train, 'classnames')), self.run_settings(train)
+    s = self.settings
+    self.adapter = (slot_adapter(w, *slot_cache(keys, labels, len(w), self.cache_size), s['alpha'], s['beta']) if self.new
+                    else TipAdapter(w, keys, labels, s['alpha'], s['beta']))
     vf, vl = split_features(model, val, batch_size) if val is not None and len(val) else (None, None)
-    self._finetune(passes, labels, vf, vl, run)
-    scale = self.search_scale or search_scale_for(train)
-    if self.search_best: self.found = {k: v for k, v in search(self.adapter, vf, vl, scale, self.search_step).items() if k != 'grid'}
+    self._finetune(model, train, passes, labels, vf, vl, batch_size, run)
+    if self.search_best: self.found = {k: v for k, v in search(self.adapter, vf, vl, s['search_scale'], s['search_step']).items() if k != 'grid'}
     return self.adapter
 
 @patch
-def _finetune(self:Tip, passes, labels, vf, vl, run=None): "Tip trains nothing."; return None
+def _finetune(self:Tip, model, train, passes, labels, vf, vl, batch_size=256, run=None): "Tip trains nothing."; return None
 
 # %% ../nbs/50_tip.ipynb #7f2589e7
 @patch
@@ -527,19 +589,28 @@ def load_fitted_state(self:Tip, state:dict, # what `fitted_state` returned
 # %% ../nbs/50_tip.ipynb #c9ce0d2b
 @register_strategy('tip_f')
 class TipF(Tip):
-    "Tip-Adapter-F: Tip's cache keys fine-tuned (AdamW, cosine), best validation epoch kept, alpha/beta searched again."
-    def __init__(self, epochs:int=20, # epochs of key fine-tuning
-                 lr:float=1e-3, # AdamW learning rate (eps 1e-4, cosine schedule)
-                 batch_size:int=256, # cached features per step
+    "Tip-Adapter-F: Tip's cache keys fine-tuned (AdamW, cosine), the best trained epoch on validation kept, alpha/beta searched again."
+    real_recipe = tip_recipe('tip_f')
+    real_recipe_source = ("RECIPES.md §1.5, §2.2: Tip:main.py#L68-110 (AdamW eps 1e-4, cosine per step, no warm-up, a new view of "
+                          "each image per epoch), Tip:main.py#L181 (batch 256), Tip:configs/<dataset>.yaml#L29-31 (lr 1e-3, "
+                          "10 passes, 20 epochs, EuroSAT 100); the epoch is chosen on validation, where the release used test")
+    def __init__(self, epochs:int=20, # epochs of key fine-tuning (the real-CLIP recipe: the dataset's, EuroSAT 100)
+                 lr:float=1e-3, # AdamW learning rate (cosine schedule per step, no warm-up)
+                 eps:float=1e-4, # AdamW's eps
+                 batch_size:int=256, # features per step
+                 fresh_views:bool=False, # each epoch every training image encoded under a new view (the authors'); False: the cache's passes cycled
                  **options, # Tip's options
                 ):
         super().__init__(**options)
-        self.store_options(epochs=epochs, lr=lr, batch_size=batch_size)
+        self.store_options(epochs=epochs, lr=lr, eps=eps, batch_size=batch_size, fresh_views=fresh_views)
         if epochs < 1: raise OptionError(self.name, 'epochs', epochs, 'a positive integer')
+        if not eps > 0: raise OptionError(self.name, 'eps', eps, 'a positive number')
 
-    def _finetune(self, passes, labels, vf, vl, run=None):
-        "Fine-tune the keys on the augmented passes through the run's Learner (checkpoints in `tip_f`), the epoch chosen on validation."
-        if passes is None: raise StrategyError(f"Strategy {self.name!r} trains on the augmented passes; a cache read from a file "
-                                               f"does not keep them: leave `cache` unset for tip_f")
+    def _finetune(self, model, train, passes, labels, vf, vl, batch_size=256, run=None):
+        "Fine-tune the keys through the run's Learner (checkpoints in `tip_f`) on fresh views or the cached passes; epoch chosen on validation."
+        if not self.fresh_views and passes is None:
+            raise StrategyError(f"Strategy {self.name!r} trains on the cache's augmented passes, and a cache read from a file does not "
+                                f"keep them: set fresh_views=True (a new view each epoch, as the authors do) or leave `cache` unset")
         if vf is None: raise StrategyError(f"Strategy {self.name!r} chooses its epoch on a validation split, and there is none")
-        self.history = finetune_keys(self.adapter, passes, labels, vf, vl, self.epochs, self.lr, self.batch_size, run=run)
+        data = FreshViews(model, train, batch_size) if self.fresh_views else AugmentedPasses(passes, labels)
+        self.history = finetune_keys(self.adapter, data, vf, vl, self.epochs, self.lr, self.batch_size, self.eps, run=run)

@@ -159,3 +159,150 @@ def test_the_same_new_dataset_merge_twice_changes_nothing(tmp_path, capsys):
     assert 'mini_shapes was already in the Tip cache' in capsys.readouterr().out
     from clip_strategies.tip import read_cache
     assert [d['dataset'] for d in read_cache(cache)[1]['datasets']] == ['mini_shift', 'mini_shapes']
+
+# Issue 20: the authors' per-dataset settings (RECIPES.md §1.5, §2.2), Tip-F's epoch among trained epochs only, fresh
+# views each epoch as an option, one augmentation only, and the real-CLIP recipe.
+from torch.utils.data import Dataset
+
+class _Named(Dataset):
+    "A split under another dataset name (what a run on one of the 11 datasets would see), everything else the mini lab's."
+    def __init__(self, ds, name): self.dataset, self.name = ds, name
+    def __len__(self): return len(self.dataset)
+    def __getitem__(self, i): return self.dataset[i]
+
+@pytest.fixture(scope='module')
+def mini_lab():
+    from clip_strategies.models import load_clip
+    from clip_strategies.data import few_shot_splits
+    model, prep, tok = load_clip('mini')
+    return model, tok, prep, few_shot_splits('mini_shift', num_shots=2, seed=1, train_transform=prep, test_transform=prep)
+
+@pytest.mark.parametrize('name, alpha, beta, scale', [('flowers102', 10., 1., [50., 50.]), ('dtd', 2., 1., [13., 13.]),
+                                                      ('EuroSAT', 2., 1., [12., 10.]), ('caltech101', 3., 1., [12., 5.]),
+                                                      ('mini_shift', 1., 1., [50., 100.]), ('my_own', 1., 1., [7., 3.])])
+def test_tip_takes_the_datasets_alpha_beta_and_search_range(mini_lab, monkeypatch, name, alpha, beta, scale):
+    "Options left None take the dataset's init α, β and search range (Tip:configs/<ds>.yaml); the mini lab and a dataset of "
+    "yours keep the library's α = β = 1 and range (before: α = β = 1 everywhere, and DTD, Caltech searched ImageNet's [7, 3])."
+    import clip_strategies.tip as tip
+    from clip_strategies.strategy import get_strategy
+    model, tok, _, splits = mini_lab
+    seen = []
+    monkeypatch.setattr(tip, 'search', lambda adapter, f, l, scale, steps: seen.append((list(scale), list(steps))) or {})
+    s = get_strategy('tip', augment_epoch=0)
+    s.fit(model, tok, dict(train=_Named(splits['train'], name), val=splits['val']))
+    assert (s.adapter.alpha, s.adapter.beta) == (alpha, beta)  # what Tip answers without search, and where Tip-F starts
+    assert seen == [(scale, [200, 20])]
+    s = get_strategy('tip', augment_epoch=0, alpha=0.5, search_scale=[9., 9.], search_step=[10, 5])  # given: they win
+    s.fit(model, tok, dict(train=_Named(splits['train'], name), val=splits['val']))
+    assert s.adapter.alpha == 0.5 and seen[-1] == ([9., 9.], [10, 5])
+
+def test_tip_f_keeps_a_trained_epoch_never_the_untrained_start(tmp_path, monkeypatch):
+    "With a validation score that every step of training lowers, Tip-F keeps its first trained epoch's keys, not the start's "
+    "(before: the untrained start counted and won, and tip_f's keys were tip's)."
+    import clip_strategies.tip as tip
+    from clip_strategies.strategy import read_learned
+    first = {}
+    def score(adapter, feats, labels):  # 0 for the first keys it sees, lower the further the keys move from them
+        k = first.setdefault('keys', adapter.cache_keys.detach().clone())
+        return -float((adapter.cache_keys.detach() - k).norm())
+    monkeypatch.setattr(tip, 'val_accuracy', score)
+    common = ['--config', 'mini', *QUICK, 'DATASET.ALSO_TEST', '[]']
+    assert train_main([*common, 'TRAINER.NAME', 'tip', 'TRAINER.TIP.AUGMENT_EPOCH', '2', 'OUTPUT_DIR', str(tmp_path/'tip')]) == 0
+    assert train_main([*common, 'TRAINER.NAME', 'tip_f', 'TRAINER.TIP_F.AUGMENT_EPOCH', '2', 'TRAINER.TIP_F.EPOCHS', '3',
+                       'TRAINER.TIP_F.LR', '0.01', 'OUTPUT_DIR', str(tmp_path/'tip_f')]) == 0
+    (_, _, f_tip), (_, _, f_tipf) = (read_learned(tmp_path/d/'learned.safetensors', 'mini') for d in ('tip', 'tip_f'))
+    assert not torch.equal(f_tip['cache_keys'], f_tipf['cache_keys'])  # the keys were trained
+    assert torch.equal(f_tipf['cache_keys'], first['keys'])  # ... and they are the first trained epoch's
+
+class _CountViews:
+    "Counts the images `augment_images` (Tip's own crop and flip) is asked to augment."
+    def __init__(self, real): self.real, self.images = real, 0
+    def __call__(self, x, **kw): self.images += len(x); return self.real(x, **kw)
+
+@pytest.mark.parametrize('transforms, own', [('[random_resized_crop, random_flip, normalize]', 0), ('[normalize]', 2 * 4 * 8)])
+def test_tip_cache_augments_once(tmp_path, monkeypatch, transforms, own):
+    "A train transform with random steps (INPUT.TRANSFORMS) makes the cache's views alone: Tip adds no crop and flip on top "
+    "(before: both, two augmentations in a row); a plain transform gets Tip's (2 passes × 32 images)."
+    import clip_strategies.tip as tip
+    count = _CountViews(tip.augment_images)
+    monkeypatch.setattr(tip, 'augment_images', count)
+    assert train_main(['--config', 'mini', *QUICK, 'DATASET.ALSO_TEST', '[]', 'INPUT.TRANSFORMS', transforms, 'TRAINER.NAME', 'tip',
+                       'TRAINER.TIP.AUGMENT_EPOCH', '2', 'OUTPUT_DIR', str(tmp_path/'out')]) == 0
+    assert count.images == own
+
+def test_tip_cache_views_from_a_random_transform_are_seeded(mini_lab):
+    "The dataset transform's views: two passes differ, the same cache twice is the same, and the run's random stream is untouched."
+    from clip_strategies.tip import build_cache
+    from clip_strategies.data import build_transform, few_shot_splits
+    model, _, _, _ = mini_lab
+    tf = build_transform(32, transforms=['random_resized_crop', 'random_flip', 'normalize'], rrcrop_scale=(0.5, 1))
+    train = few_shot_splits('mini_shift', num_shots=2, seed=1, train_transform=tf)['train']
+    torch.manual_seed(0); state = torch.get_rng_state()
+    k1, _, p1 = build_cache(model, train, augment_epoch=2)
+    assert torch.equal(torch.get_rng_state(), state)
+    k2, _, _ = build_cache(model, train, augment_epoch=2)
+    assert torch.equal(k1, k2) and not torch.allclose(p1[0], p1[1])
+
+def test_tip_f_fresh_views_each_epoch(tmp_path, monkeypatch):
+    "FRESH_VIEWS: every epoch encodes each training image under a new crop and flip (the authors' loop); the cached passes "
+    "cycle otherwise. Fresh views also train from a cache file, which keeps no passes (before: the option did not exist)."
+    import clip_strategies.tip as tip
+    count = _CountViews(tip.augment_images)
+    monkeypatch.setattr(tip, 'augment_images', count)
+    common = ['--config', 'mini', *QUICK, 'DATASET.ALSO_TEST', '[]', 'TRAINER.NAME', 'tip_f', 'TRAINER.TIP_F.AUGMENT_EPOCH', '2',
+              'TRAINER.TIP_F.EPOCHS', '3']
+    assert train_main([*common, 'TRAINER.TIP_F.FRESH_VIEWS', 'true', 'OUTPUT_DIR', str(tmp_path/'fresh')]) == 0
+    assert count.images == (2 + 3) * 32  # the cache's 2 passes, then one per epoch
+    count.images = 0
+    assert train_main([*common, 'OUTPUT_DIR', str(tmp_path/'cycled')]) == 0
+    assert count.images == 2 * 32
+    cache = str(tmp_path/'c.safetensors')
+    for out in ('a', 'b'):  # written, then read: fresh views need no passes
+        assert train_main([*common, 'TRAINER.TIP_F.FRESH_VIEWS', 'true', 'TRAINER.TIP_F.CACHE', cache, 'OUTPUT_DIR', str(tmp_path/out)]) == 0
+    assert _accuracy(tmp_path/'a') == _accuracy(tmp_path/'b')
+
+def test_fresh_views_are_the_same_for_an_epoch_whenever_it_comes(mini_lab):
+    "A resumed run sees its epochs' views again: epoch e's views depend on the seed and e only."
+    from clip_strategies.tip import FreshViews
+    model, _, _, splits = mini_lab
+    v = FreshViews(model, splits['train'])
+    v.set_epoch(0); e0 = v[torch.arange(len(v))][0].clone()
+    v.set_epoch(1); e1 = v[torch.arange(len(v))][0].clone()
+    w = FreshViews(model, splits['train']); w.set_epoch(0)
+    assert not torch.allclose(e0, e1) and torch.equal(e0, w[torch.arange(len(w))][0])
+    assert torch.allclose(e0.norm(dim=-1), torch.ones(len(e0)))
+
+def test_tip_f_eps_reaches_adamw(tmp_path, monkeypatch):
+    "TRAINER.TIP_F.EPS is AdamW's eps (the authors' 1e-4 by default; before: fixed, no option)."
+    from clip_strategies.callbacks import RunContext
+    seen, learner = [], RunContext.learner
+    def spy(self, model, dls, objective, lr, epochs, opt_func=None, *a, **k):
+        seen.append(opt_func.kwargs.get('eps')); return learner(self, model, dls, objective, lr, epochs, opt_func, *a, **k)
+    monkeypatch.setattr(RunContext, 'learner', spy)
+    common = ['--config', 'mini', *QUICK, 'DATASET.ALSO_TEST', '[]', 'TRAINER.NAME', 'tip_f', 'TRAINER.TIP_F.AUGMENT_EPOCH', '1',
+              'TRAINER.TIP_F.EPOCHS', '1']
+    assert train_main([*common, 'OUTPUT_DIR', str(tmp_path/'a')]) == 0
+    assert train_main([*common, 'TRAINER.TIP_F.EPS', '1e-6', 'OUTPUT_DIR', str(tmp_path/'b')]) == 0
+    assert seen == [1e-4, 1e-6]
+
+@pytest.mark.parametrize('dataset, epochs', [('eurosat', 100), ('EuroSAT', 100), ('caltech101', 20), ('imagenet', 20), ('my_own', 20)])
+def test_tip_f_real_recipe_is_the_authors(dataset, epochs):
+    "On real CLIP Tip-F runs the authors' recipe (RECIPES.md §1.5, §2.2): AdamW lr 1e-3, eps 1e-4, batch 256, 20 epochs "
+    "(EuroSAT 100), 10 augmented passes, fresh views each epoch; the mini lab's recipe stays empty."
+    from clip_strategies.tip import Tip, TipF
+    assert TipF.recipe_for('ViT-B/16', dataset, 16) == {
+        'TRAINER.TIP_F.AUGMENT_EPOCH': 10, 'TRAINER.TIP_F.EPOCHS': epochs, 'TRAINER.TIP_F.LR': 1e-3, 'TRAINER.TIP_F.EPS': 1e-4,
+        'TRAINER.TIP_F.BATCH_SIZE': 256, 'TRAINER.TIP_F.FRESH_VIEWS': True}
+    assert Tip.recipe_for('ViT-B/16', dataset, 16) == {'TRAINER.TIP.AUGMENT_EPOCH': 10}
+    assert TipF.recipe_for('mini', dataset, 16) == Tip.recipe_for('mini', dataset, 16) == {}
+    assert (TipF.real_recipe_by, Tip.real_recipe_by) == ('authors', 'authors')
+    assert 'RECIPES.md §1.5' in TipF.real_recipe_source and 'Tip:main.py' in TipF.real_recipe_source
+
+def test_tip_f_recipe_keys_build_the_options():
+    "The recipe's keys are tip_f's and tip's option keys: a config holding EuroSAT's recipe builds the strategies with those options."
+    from clip_strategies.tip import Tip, TipF
+    from clip_strategies.config import load_config
+    s = load_config(None, {'TRAINER.NAME': 'tip_f', **TipF.recipe_for('ViT-B/16', 'eurosat', 16)}).build_strategy()
+    assert (s.epochs, s.lr, s.eps, s.batch_size, s.augment_epoch, s.fresh_views) == (100, 1e-3, 1e-4, 256, 10, True)
+    s = load_config(None, {'TRAINER.NAME': 'tip', 'TRAINER.TIP.AUGMENT_EPOCH': 3, **Tip.recipe_for('ViT-B/16', 'eurosat', 16)}).build_strategy()
+    assert s.augment_epoch == 10
