@@ -22,11 +22,11 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'COMMON_FIELDS', 'DATASET_FIELDS', 'CACHE_WAY_OUT', 'PATH_FIELDS', 'CACHE_PATH_ALLOWED',
-           'TIP_CONFIG_KEYS', 'SEARCH_SCALES', 'TipAdapter', 'augment_images', 'build_cache', 'search_grid',
-           'alpha_bounds', 'search', 'split_positions', 'split_checksum', 'cache_meta', 'split_meta', 'save_cache',
-           'read_cache', 'cache_provenance', 'refuse_mismatch', 'select_classes', 'load_cache', 'slot_cache',
-           'slot_adapter', 'merge_cache', 'KeyBatches', 'AugmentedPasses', 'SetEpochCB', 'key_loader', 'val_accuracy',
-           'finetune_keys', 'model_fingerprint', 'valid_cache_path', 'cache_file', 'search_scale_for', 'Tip', 'TipF']
+           'TIP_CONFIG_KEYS', 'SEARCH_SCALES', 'TipAdapter', 'build_cache', 'search_grid', 'alpha_bounds', 'search',
+           'split_positions', 'split_checksum', 'cache_meta', 'split_meta', 'save_cache', 'read_cache',
+           'cache_provenance', 'refuse_mismatch', 'select_classes', 'load_cache', 'slot_cache', 'slot_adapter',
+           'merge_cache', 'KeyBatches', 'AugmentedPasses', 'SetEpochCB', 'key_loader', 'val_accuracy', 'finetune_keys',
+           'model_fingerprint', 'valid_cache_path', 'cache_file', 'search_scale_for', 'Tip', 'TipF']
 
 # %% ../nbs/50_tip.ipynb #f32bbf91
 class TipAdapter(nn.Module):
@@ -60,21 +60,7 @@ class TipAdapter(nn.Module):
         return 100. * f @ self.text_weights.t() + self.alpha * cache
 
 # %% ../nbs/50_tip.ipynb #3b730bd2
-def augment_images(x:torch.Tensor, # `[N, 3, H, W]` image tensors
-                   scale:tuple=(0.5, 1.0), # area kept by the random crop
-                   generator:torch.Generator|None=None, # the source of randomness
-                  )->torch.Tensor:
-    "Per image: a random resized crop (same size back, aspect 3/4–4/3) and a horizontal flip half the time, in one batch."
-    n, _, h, w = x.shape
-    r = torch.rand(n, 5, generator=generator, dtype=torch.float64)
-    area = scale[0] + (scale[1] - scale[0]) * r[:, 0]  # share of the image the crop keeps
-    ratio = torch.exp(math.log(3/4) + math.log(16/9) * r[:, 1])  # the crop's width / height
-    sx, sy = (area * ratio * h / w).sqrt().clamp(max=1), (area / ratio * w / h).sqrt().clamp(max=1)  # its sides, as shares
-    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
-    theta[:, 0, 0] = sx * torch.where(r[:, 4] < 0.5, -1., 1.)  # a negative scale mirrors the crop
-    theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = sy, (2 * r[:, 2] - 1) * (1 - sx), (2 * r[:, 3] - 1) * (1 - sy)
-    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=False)
+from .data import augment_images  # with the other transforms (GDA's augmented passes use it too)
 
 # %% ../nbs/50_tip.ipynb #4e1206e2
 def build_cache(model:nn.Module, # a CLIP model (`encode_image`)
