@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_data.ipynb #428480dc
 from __future__ import annotations
-import os, io, re, csv, json, math, random, socket, hashlib, inspect, functools, contextlib
+import os, io, re, csv, copy, json, math, random, socket, hashlib, inspect, functools, contextlib
 from pathlib import Path
 from typing import Callable
 
@@ -18,10 +18,12 @@ __all__ = ['OPENAI_TEMPLATES', 'DATASET_TEMPLATES', 'TEMPLATE_SETS', 'DATASET_AL
            'torchvision_dataset', 'text_lines', 'read_captions', 'CaptionDataset', 'check_retrieval_size',
            'caption_dataset', 'few_shot_indices', 'class_halves', 'ClassSubset', 'subsample_classes', 'few_shot_splits',
            'item_labels', 'split_positions', 'split_checksum', 'check_transform_names', 'build_transform',
-           'has_random_augmentation', 'dataset_attr', 'has_classes', 'random_augmentation']
+           'has_random_augmentation', 'dataset_attr', 'has_classes', 'random_augmentation', 'augment_images',
+           'with_transform']
 
 # %% ../nbs/04_data.ipynb #16aabdf7
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 from PIL import Image
 import torchvision
@@ -708,3 +710,31 @@ def random_augmentation(ds)->bool:
         if has_random_augmentation(getattr(ds, 'transform', None)): return True
         ds = getattr(ds, 'dataset', None)
     return False
+
+# %% ../nbs/04_data.ipynb #00f76c48
+def augment_images(x:torch.Tensor, # `[N, 3, H, W]` image tensors
+                   scale:tuple=(0.5, 1.0), # area kept by the random crop
+                   generator:torch.Generator|None=None, # the source of randomness
+                  )->torch.Tensor:
+    "Per image: a random resized crop (same size back, aspect 3/4–4/3) and a horizontal flip half the time, in one batch."
+    n, _, h, w = x.shape
+    r = torch.rand(n, 5, generator=generator, dtype=torch.float64)
+    area = scale[0] + (scale[1] - scale[0]) * r[:, 0]  # share of the image the crop keeps
+    ratio = torch.exp(math.log(3/4) + math.log(16/9) * r[:, 1])  # the crop's width / height
+    sx, sy = (area * ratio * h / w).sqrt().clamp(max=1), (area / ratio * w / h).sqrt().clamp(max=1)  # its sides, as shares
+    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0] = sx * torch.where(r[:, 4] < 0.5, -1., 1.)  # a negative scale mirrors the crop
+    theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = sy, (2 * r[:, 2] - 1) * (1 - sx), (2 * r[:, 3] - 1) * (1 - sy)
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=False)
+
+# %% ../nbs/04_data.ipynb #81f0635a
+def with_transform(ds, # a dataset, possibly wrapped (`Subset`, `LabeledSubset`...)
+                   transform, # the transform its images should go through instead
+                  ):
+    "A shallow copy of `ds` whose innermost dataset applies `transform` (the original is untouched)."
+    out = copy.copy(ds)
+    if getattr(ds, 'dataset', None) is not None: out.dataset = with_transform(ds.dataset, transform)
+    elif hasattr(ds, 'transform'): out.transform = transform
+    else: raise TypeError(f"with_transform: {type(ds).__name__} has neither a `transform` nor a wrapped `.dataset` to give it one")
+    return out

@@ -4,11 +4,12 @@
 
 # %% ../nbs/51_linear_probe.ipynb #fd28062d
 from __future__ import annotations
-import math
+import math, warnings
 
 # %% auto #0
-__all__ = ['zeroshot_head', 'fit_logreg', 'val_score', 'search_C', 'linear_head', 'train_head', 'gda_head', 'blend_search',
-           'HeadOnFeatures', 'LinearProbe', 'ZSLinear', 'GDA', 'ProbeHeadClassification', 'ProbeFirstCB', 'LPFT']
+__all__ = ['LP_SEARCHES', 'zeroshot_head', 'fit_logreg', 'val_score', 'search_C', 'sklearn_logreg', 'lpclip_search',
+           'linear_head', 'train_head', 'gda_head', 'augmented_features', 'blend_search', 'eval_view', 'HeadOnFeatures',
+           'LinearProbe', 'ZSLinear', 'GDA', 'ProbeHeadClassification', 'ProbeFirstCB', 'LPFT']
 
 # %% ../nbs/51_linear_probe.ipynb #80c035e2
 import torch
@@ -20,9 +21,10 @@ from .anatomy import freeze, unfreeze
 from .callback import Callback
 from .optim import OptFunc, LRScheduleCB
 from .objectives import ClipObjective, HeadClassification
-from .data import dataset_attr, has_classes
-from .zeroshot import split_features, class_text_features, classification_metrics, model_logit_scale
-from .strategy import Strategy, OptionError, register_strategy, adamw_recipe
+from .tables import GDA_ALPHAS, table_key
+from .data import dataset_attr, has_classes, augment_images, with_transform, random_augmentation
+from .zeroshot import split_features, image_features, class_text_features, classification_metrics, model_logit_scale
+from .strategy import Strategy, OptionError, register_strategy, adamw_recipe, get_strategy_class
 
 # %% ../nbs/51_linear_probe.ipynb #5d78d50b
 def zeroshot_head(model:nn.Module, tokenizer, # the CLIP model and its tokenizer
@@ -84,6 +86,48 @@ def search_C(xtr:torch.Tensor, ytr:torch.Tensor, # training features and labels
         if cand[0] > best[0]: best = cand
     return best[1], best[2], best[3], tried
 
+# %% ../nbs/51_linear_probe.ipynb #ae8e9b6b
+def sklearn_logreg(x:torch.Tensor, y:torch.Tensor, # [N, D] features and [N] labels
+                   C:float, # inverse regularisation strength
+                   n_classes:int=None, # number of classes (default: max label + 1)
+                   max_iter:int=1000, # lbfgs iterations at most
+                  )->tuple: # (weight [n_classes, D], bias [n_classes]), float64
+    "scikit-learn's `LogisticRegression(solver='lbfgs', C=C, max_iter=max_iter)` (L2) as a linear head, as `lpclip` fits it."
+    try: from sklearn.linear_model import LogisticRegression
+    except ImportError as e: raise ImportError("linear_probe's search='lpclip' fits with scikit-learn: pip install scikit-learn") from e
+    y = torch.as_tensor(y).long()
+    k = n_classes or int(y.max()) + 1
+    missing = sorted(set(range(k)) - set(y.tolist()))
+    if missing: raise ValueError(f"lpclip's logistic regression needs every class in the training labels; classes {missing} have none")
+    with warnings.catch_warnings():  # lpclip's large-C fits stop at max_iter; scikit-learn would warn at every one of them
+        warnings.filterwarnings('ignore', message='.*(converge|ITERATIONS REACHED LIMIT).*')
+        clf = LogisticRegression(solver='lbfgs', C=C, max_iter=max_iter).fit(x.double().numpy(), y.numpy())
+    W, b = torch.from_numpy(clf.coef_), torch.from_numpy(clf.intercept_)
+    if k == 2: W, b = torch.cat([torch.zeros_like(W), W]), torch.cat([torch.zeros_like(b), b])  # one logit d: softmax([0, d]) = sigmoid
+    return W, b
+
+def lpclip_search(xtr:torch.Tensor, ytr:torch.Tensor, # training features and labels
+                  xval:torch.Tensor, yval:torch.Tensor, # validation features and labels (never the test split)
+                  grid:list=(1e6, 1e4, 1e2, 1., 1e-2, 1e-4, 1e-6), # lpclip's coarse grid
+                  steps:int=8, # bisection rounds in log10(C) after the grid (lpclip's num_step)
+                  n_classes:int=None, # number of classes (default: max label + 1)
+                  max_iter:int=1000, # lbfgs iterations per fit
+                 )->tuple: # (chosen C, weight, bias, list of (C, accuracy) tried)
+    "CoOp's `lpclip` search: the grid's best validation accuracy (the first on ties), bisection, the last round's winner."
+    if not grid: raise ValueError("lpclip_search: the grid of C values is empty")
+    k, tried = n_classes or int(max(ytr.max(), yval.max())) + 1, []
+    def trial(C):
+        W, b = sklearn_logreg(xtr, ytr, C, k, max_iter)
+        tried.append((C, ((xval.double() @ W.T + b).argmax(1) == yval).sum().item() / len(yval)))
+        return tried[-1][1], C, W, b
+    win = max((trial(C) for C in grid), key=lambda t: t[0])  # `max` keeps the first of equals, as `np.argmax`
+    lo, hi = math.log10(win[1]) - 1, math.log10(win[1]) + 1
+    for _ in range(steps):
+        left, right = trial(10 ** lo), trial(10 ** hi)
+        if left[0] < right[0]: lo, win = (lo + hi) / 2, right
+        else: hi, win = (lo + hi) / 2, left
+    return win[1], win[2].float(), win[3].float(), tried
+
 # %% ../nbs/51_linear_probe.ipynb #1dc79d5e
 def linear_head(weight:torch.Tensor, bias:torch.Tensor, # [C, D] and [C]
                )->nn.Linear:
@@ -115,37 +159,60 @@ def train_head(W0:torch.Tensor, b0:torch.Tensor, # the initial head (e.g. `zeros
 # %% ../nbs/51_linear_probe.ipynb #a741a384
 def gda_head(x:torch.Tensor, y:torch.Tensor, # training features and labels
              n_classes:int=None, # number of classes (default: max label + 1)
-             shrinkage:float=None, # λ in Σ = S + λ·tr(S)/D·I; None: D / (N - 1)
+             shrinkage:float=1., # s in Σ⁻¹ = D·pinv((N−1)·S + s·tr(S)·I); 1: the released code's
             )->tuple: # (weight [K, D] = (Σ⁻¹μ_k)ᵀ, bias [K] = -½ μ_kᵀΣ⁻¹μ_k + log π_k)
-    "Gaussian discriminant analysis with a shared shrinkage covariance: the linear classifier, no training."
+    "Gaussian discriminant analysis with GDA's shrinkage estimate of the shared covariance: a linear classifier, no training."
+    if shrinkage < 0: raise ValueError(f"shrinkage must be >= 0, got {shrinkage}")
     x, y = x.double(), torch.as_tensor(y).long()
     k, (n, d) = n_classes or int(y.max()) + 1, x.shape
     counts = torch.bincount(y, minlength=k)
     if (counts == 0).any(): raise ValueError(f"GDA needs at least one example of every class; classes {torch.where(counts == 0)[0].tolist()} have none")
     mu = torch.zeros(k, d, dtype=x.dtype).index_add_(0, y, x) / counts[:, None]
     xc = x - mu[y]
-    S = xc.T @ xc / max(n - 1, 1)
-    lam = d / max(n - 1, 1) if shrinkage is None else shrinkage
-    if lam < 0: raise ValueError(f"shrinkage must be >= 0, got {lam}")
-    prec = torch.linalg.pinv(S + lam * S.trace() / d * torch.eye(d, dtype=x.dtype))
+    scatter = xc.T @ xc  # (N − 1)·S
+    prec = d * torch.linalg.pinv(scatter + shrinkage * scatter.trace() / max(n - 1, 1) * torch.eye(d, dtype=x.dtype))
     W = mu @ prec
     b = -0.5 * (W * mu).sum(1) - math.log(k)
     return W.float(), b.float()
+
+# %% ../nbs/51_linear_probe.ipynb #75364a7b
+def augmented_features(model:nn.Module, # a CLIP model (`encode_image`)
+                       dataset, # the few-shot training images: yields (image tensor, label)
+                       augment_epoch:int=10, # augmented passes (0: one plain pass)
+                       scale:list=(0.5, 1.0), # area kept by the random crop
+                       batch_size:int=256, # images per forward pass
+                       seed:int=0, # seed of the augmentations
+                      )->tuple: # (features [augment_epoch·N, D] normalised, labels)
+    "GDA's statistics: the normalised features of every image in every augmented pass (crop and flip), all kept."
+    if augment_epoch < 1: return split_features(model, dataset, batch_size)
+    gen, loader = torch.Generator().manual_seed(seed), DataLoader(dataset, batch_size=batch_size)
+    views = ((augment_images(x, tuple(scale), gen), y) for _ in range(augment_epoch) for x, y in loader)
+    feats, labels = image_features(model, views)
+    return feats, torch.as_tensor(labels).long()
 
 # %% ../nbs/51_linear_probe.ipynb #a9cf6ae4
 def blend_search(W0:torch.Tensor, b0:torch.Tensor, # the zero-shot head
                  W1:torch.Tensor, b1:torch.Tensor, # the head to add (e.g. `gda_head`)
                  xval:torch.Tensor, yval:torch.Tensor, # validation features and labels (never the test split)
-                 alphas:list=None, # the α grid (default: 25 values log-spaced over 1e-4 … 100)
+                 alphas:list=None, # the α grid (default: GDA's, `tables.GDA_ALPHAS`)
+                 ties:str='first', # among equally accurate α: 'first' of the grid (GDA's loop), or 'nll' (lowest cross-entropy)
                 )->tuple: # (alpha, weight W0 + α W1, bias b0 + α b1)
-    "Choose α of `W0 + α·W1` on validation (accuracy, then cross-entropy); the blend is one linear head."
-    alphas = [float(a) for a in (torch.logspace(-4, 2, 25) if alphas is None else alphas)]
+    "Choose α of `W0 + α·W1` on validation accuracy; the blend is one linear head."
+    alphas = [float(a) for a in (GDA_ALPHAS if alphas is None else alphas)]
     if not alphas or min(alphas) < 0: raise ValueError(f"alphas must be a non-empty list of values >= 0, got {alphas}")
+    if ties not in ('first', 'nll'): raise ValueError(f"ties must be 'first' or 'nll', got {ties!r}")
     z0, z1 = xval @ W0.T + b0, xval @ W1.T + b1
-    a = max(alphas, key=lambda a: val_score(z0 + a * z1, yval))
+    score = (lambda a: val_score(z0 + a * z1, yval)) if ties == 'nll' else (lambda a: val_score(z0 + a * z1, yval)[0])
+    a = max(alphas, key=score)  # `max` keeps the first of equals
     return a, W0 + a * W1, b0 + a * b1
 
 # %% ../nbs/51_linear_probe.ipynb #805af527
+def eval_view(train, # the training split
+              val, # the validation split (its transform is the test transform)
+             ):
+    "`train` as the evaluation sees images: under `val`'s transform when `train`'s transform augments."
+    return with_transform(train, dataset_attr(val, 'transform')) if random_augmentation(train) else train
+
 class HeadOnFeatures(Strategy):
     "Base of the head-only strategies: frozen CLIP, a linear head fitted on cached features of train and val."
     trains, tasks, names_new_classes = False, ('classification',), False
@@ -154,6 +221,10 @@ class HeadOnFeatures(Strategy):
     def apply(self, model:nn.Module)->nn.Module:
         "Freeze every parameter of `model` (the head lives outside it)."
         return freeze(model)
+
+    def train_features(self, model, dataset, batch_size:int=256)->tuple:
+        "`(features, labels)` of the training images the head is fitted on: one plain pass."
+        return split_features(model, dataset, batch_size)
 
     def fit_head(self, model, tokenizer, train:tuple, val:tuple, dataset, run=None)->dict:
         "`dict(weight, bias, ...)` from `(features, labels)` of train and val; `dataset` gives class names and templates; `run` builds a Learner."
@@ -164,10 +235,11 @@ class HeadOnFeatures(Strategy):
             batch_size:int=256, # images per forward pass when encoding
             run=None, # builds the Learner of a head trained by gradient (`callbacks.RunContext`)
            ):
-        "Encode train and val once and fit the head on their features."
+        "Encode train (under the test transform) and val once and fit the head on their features."
         if 'test' in splits: raise ValueError("fit got a 'test' split: heads are fitted on train and val only")
         if splits.get('val') is None: raise ValueError(f"{self.name} chooses its hyper-parameter on a validation split; splits has none")
-        tr, va = (split_features(model, splits[k], batch_size) for k in ('train', 'val'))
+        tr = self.train_features(model, eval_view(splits['train'], splits['val']), batch_size)
+        va = split_features(model, splits['val'], batch_size)
         names = list(dataset_attr(splits['train'], 'classnames'))
         self.head = dict(self.fit_head(model, tokenizer, tr, va, splits['train'], run), classnames=names)
         return self.head
@@ -195,23 +267,35 @@ def load_fitted_state(self:HeadOnFeatures, state:dict, # what `fitted_state` ret
     self.head = dict(state) or None
 
 # %% ../nbs/51_linear_probe.ipynb #36e678c5
+LP_SEARCHES = {'ours': search_C, 'lpclip': lpclip_search}  # linear_probe's `search` option
+
 @register_strategy('linear_probe')
 class LinearProbe(HeadOnFeatures):
     "The CLIP paper's linear probe: L2 logistic regression on frozen features, C searched on validation."
+    real_recipe_by = 'authors'
+    real_recipe = {'TRAINER.LINEAR_PROBE.SEARCH': 'lpclip', 'TRAINER.LINEAR_PROBE.STEPS': 8, 'TRAINER.LINEAR_PROBE.MAX_ITER': 1000}
+    real_recipe_source = ("CoOp:lpclip/linear_probe.py#L52-104 (scikit-learn lbfgs, max_iter 1000, grid 1e6…1e-6, 8 bisection "
+                          "steps, the last step's winner); REFERENCE.md 'Linear probe' (not in RECIPES.md)")
     def __init__(self, steps:int=8, # bisection rounds in log10(C) after the coarse grid 1e6 … 1e-6
-                 max_iter:int=1000, # L-BFGS iterations per fit
+                 max_iter:int=1000, # solver iterations per fit
+                 search:str='ours', # 'lpclip': CoOp's (scikit-learn, the last round's winner); 'ours': torch, best of all fits, NLL ties
                 ):
-        self.store_options(steps=steps, max_iter=max_iter)
+        self.store_options(steps=steps, max_iter=max_iter, search=search)
         if steps < 0: raise OptionError(self.name, 'steps', steps, 'an integer >= 0')
+        if search not in LP_SEARCHES: raise OptionError(self.name, 'search', search, f"one of {sorted(LP_SEARCHES)}")
     def fit_head(self, model, tokenizer, train, val, dataset, run=None):
         k = len(dataset_attr(dataset, 'classnames'))
-        C, W, b, tried = search_C(*train, *val, steps=self.steps, n_classes=k, max_iter=self.max_iter)
+        C, W, b, tried = LP_SEARCHES[self.search](*train, *val, steps=self.steps, n_classes=k, max_iter=self.max_iter)
         return dict(weight=W, bias=b, C=C, tried=len(tried))
 
 # %% ../nbs/51_linear_probe.ipynb #669b2235
 @register_strategy('zs_linear')
 class ZSLinear(HeadOnFeatures):
     "ZS-LP: a linear head initialised from the zero-shot text weights, trained with AdamW on cached features (through a Learner)."
+    real_recipe = {'TRAINER.ZS_LINEAR.STEPS': 200, 'TRAINER.ZS_LINEAR.LR': 0.1, 'TRAINER.ZS_LINEAR.WEIGHT_DECAY': 0.,
+                   'TRAINER.ZS_LINEAR.EVAL_EVERY': 10}
+    real_recipe_source = ("ours: no released few-shot ZS-LP recipe is transcribed (RECIPES.md has none; WiSE-FT's head-only "
+                          "option is a full-data recipe): the mini lab's full-batch AdamW, best step on validation")
     def __init__(self, steps:int=200, # full-batch AdamW steps (0: exactly zero-shot)
                  lr:float=0.1, # AdamW learning rate of the head
                  weight_decay:float=0.0, # AdamW weight decay of the weight (pulls towards 0, not towards zero-shot)
@@ -229,14 +313,31 @@ class ZSLinear(HeadOnFeatures):
 @register_strategy('gda')
 class GDA(HeadOnFeatures):
     "Training-free GDA (Wang et al., ICLR 2024): shared-covariance Gaussian classifier added to zero-shot, α on validation."
-    def __init__(self, shrinkage:float|None=None, # λ in Σ = S + λ·tr(S)/D·I; None: D/(N-1), as the released code
+    real_recipe_by = 'authors'
+    real_recipe = {'TRAINER.GDA.AUGMENT_EPOCH': 10, 'TRAINER.GDA.CROP_SCALE': [0.5, 1.0], 'TRAINER.GDA.SHRINKAGE': 1.0}
+    real_recipe_source = ("RECIPES.md §1.7: GDA:main_few_shots.py#L24-29,#L45-53 (10 augmented passes, crop 0.5–1 + flip; "
+                          "ImageNet 0.08–1, GDA:datasets/imagenet.py#L209-214), #L56-64 (estimator), #L70-79 (α grid, on val)")
+    def __init__(self, augment_epoch:int=10, # augmented passes over the few shots for the statistics (0: one plain pass)
+                 crop_scale:list[float]=[0.5, 1.0], # area range of the passes' random crop
+                 shrinkage:float=1.0, # s in Σ⁻¹ = D·pinv((N−1)S + s·tr(S)·I); 1: the released code
                 ):
-        self.store_options(shrinkage=shrinkage)
-        if shrinkage is not None and shrinkage < 0: raise OptionError(self.name, 'shrinkage', shrinkage, 'a number >= 0, or None')
+        self.store_options(augment_epoch=augment_epoch, crop_scale=crop_scale, shrinkage=shrinkage)
+        if augment_epoch < 0: raise OptionError(self.name, 'augment_epoch', augment_epoch, 'an integer >= 0')
+        if not (len(crop_scale) == 2 and 0 < crop_scale[0] <= crop_scale[1] <= 1):
+            raise OptionError(self.name, 'crop_scale', crop_scale, 'two numbers [low, high] with 0 < low <= high <= 1')
+        if shrinkage < 0: raise OptionError(self.name, 'shrinkage', shrinkage, 'a number >= 0')
+    @classmethod
+    def recipe_for(cls, backbone:str, dataset:str|None=None, shots:int=16)->dict:
+        "The authors' recipe; ImageNet's passes crop 8–100% of the image (their ImageNet transform)."
+        r = super().recipe_for(backbone, dataset, shots)
+        return {**r, 'TRAINER.GDA.CROP_SCALE': [0.08, 1.0]} if backbone != 'mini' and table_key(dataset) == 'imagenet' else r
+    def train_features(self, model, dataset, batch_size:int=256)->tuple:
+        "Every feature of `augment_epoch` augmented passes over the few shots."
+        return augmented_features(model, dataset, self.augment_epoch, self.crop_scale, batch_size)
     def fit_head(self, model, tokenizer, train, val, dataset, run=None):
         W0, b0 = zeroshot_head(model, tokenizer, dataset)
         Wg, bg = gda_head(*train, len(W0), self.shrinkage)
-        alpha, W, b = blend_search(W0, b0, Wg, bg, *val)
+        alpha, W, b = blend_search(W0, b0, Wg, bg, *val, alphas=GDA_ALPHAS, ties='first')
         return dict(weight=W, bias=b, alpha=alpha)
 
 # %% ../nbs/51_linear_probe.ipynb #11651dbb
@@ -259,7 +360,8 @@ class ProbeFirstCB(Callback):
     def before_fit(self, learn):
         if learn.dls.valid is None: raise ValueError("lp_ft chooses the probe's C on a validation split; the learner has none")
         train = learn.dls.train.dataset
-        tr, va = (split_features(learn.model, dl.dataset, dl.batch_size) for dl in (learn.dls.train, learn.dls.valid))
+        tr = split_features(learn.model, eval_view(train, learn.dls.valid.dataset), learn.dls.train.batch_size)
+        va = split_features(learn.model, learn.dls.valid.dataset, learn.dls.valid.batch_size)
         probe = self.strategy.fit_head(learn.model, None, tr, va, train)  # the linear probe's own C search
         learn.model.probe_head = linear_head(probe.pop('weight'), probe.pop('bias')).to(learn.device)
         self.strategy.probe = dict(probe, classnames=list(dataset_attr(train, 'classnames')))
@@ -276,6 +378,15 @@ class LPFT(LinearProbe):
     "LP-FT (Kumar et al., ICLR 2022): fit the linear probe on frozen features, then fine-tune everything with it as the head."
     trains = True
     recipe = adamw_recipe(3e-4)  # the full fine-tune's mini-lab recipe: only the head's start differs
+    real_recipe_by = 'ours'
+    real_recipe = {'TRAINER.LP_FT.SEARCH': 'lpclip', 'TRAINER.LP_FT.STEPS': 8, 'TRAINER.LP_FT.MAX_ITER': 1000}
+    real_recipe_source = ("ours: LP-FT (Kumar et al.) released no few-shot CLIP recipe; the full fine-tune's real recipe "
+                          "(`full`), so only the head's start differs, with lpclip's search for the probe")
+    @classmethod
+    def recipe_for(cls, backbone:str, dataset:str|None=None, shots:int=16)->dict:
+        "The mini lab: `recipe`; real CLIP: `full`'s recipe plus lpclip's search for the probe."
+        if backbone == 'mini': return dict(cls.recipe)
+        return {**get_strategy_class('full').recipe_for(backbone, dataset, shots), **cls.real_recipe}
     def apply(self, model:nn.Module)->nn.Module:
         "Make every parameter trainable (the head joins the model at the start of the fit)."
         return unfreeze(model)

@@ -14,7 +14,7 @@ from .core import save_safetensors, read_safetensors
 from .anatomy import freeze
 from .callback import Callback
 from .optim import OptFunc, LRScheduleCB
-from .data import dataset_attr, has_classes, random_augmentation
+from .data import dataset_attr, has_classes, item_labels, split_positions, split_checksum, random_augmentation
 from .tables import TIP_CONFIGS, table_key, tip_config
 from .zeroshot import evaluating, encode_images, image_features, split_features, class_text_features, classification_metrics
 from .objectives import HeadClassification
@@ -23,12 +23,12 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'COMMON_FIELDS', 'DATASET_FIELDS', 'CACHE_WAY_OUT', 'PATH_FIELDS', 'CACHE_PATH_ALLOWED',
-           'TIP_CONFIG_KEYS', 'LAB_SEARCH_SCALES', 'OWN_INIT', 'GRID_ALLOWED', 'TipAdapter', 'augment_images',
-           'feature_pass', 'build_cache', 'search_grid', 'alpha_bounds', 'search', 'split_positions', 'split_checksum',
-           'cache_meta', 'split_meta', 'save_cache', 'read_cache', 'cache_provenance', 'refuse_mismatch',
-           'select_classes', 'load_cache', 'slot_cache', 'slot_adapter', 'merge_cache', 'KeyBatches', 'AugmentedPasses',
-           'SetEpochCB', 'key_loader', 'FreshViews', 'val_accuracy', 'finetune_keys', 'model_fingerprint',
-           'valid_cache_path', 'cache_file', 'tip_settings', 'tip_recipe', 'check_grid', 'Tip', 'TipF']
+           'TIP_CONFIG_KEYS', 'LAB_SEARCH_SCALES', 'OWN_INIT', 'GRID_ALLOWED', 'TipAdapter', 'feature_pass',
+           'build_cache', 'search_grid', 'alpha_bounds', 'search', 'cache_meta', 'split_meta', 'save_cache',
+           'read_cache', 'cache_provenance', 'refuse_mismatch', 'select_classes', 'load_cache', 'slot_cache',
+           'slot_adapter', 'merge_cache', 'KeyBatches', 'AugmentedPasses', 'SetEpochCB', 'key_loader', 'FreshViews',
+           'val_accuracy', 'finetune_keys', 'model_fingerprint', 'valid_cache_path', 'cache_file', 'tip_settings',
+           'tip_recipe', 'check_grid', 'Tip', 'TipF']
 
 # %% ../nbs/50_tip.ipynb #f32bbf91
 class TipAdapter(nn.Module):
@@ -62,21 +62,7 @@ class TipAdapter(nn.Module):
         return 100. * f @ self.text_weights.t() + self.alpha * cache
 
 # %% ../nbs/50_tip.ipynb #3b730bd2
-def augment_images(x:torch.Tensor, # `[N, 3, H, W]` image tensors
-                   scale:tuple=(0.5, 1.0), # area kept by the random crop
-                   generator:torch.Generator|None=None, # the source of randomness
-                  )->torch.Tensor:
-    "Per image: a random resized crop (same size back, aspect 3/4–4/3) and a horizontal flip half the time, in one batch."
-    n, _, h, w = x.shape
-    r = torch.rand(n, 5, generator=generator, dtype=torch.float64)
-    area = scale[0] + (scale[1] - scale[0]) * r[:, 0]  # share of the image the crop keeps
-    ratio = torch.exp(math.log(3/4) + math.log(16/9) * r[:, 1])  # the crop's width / height
-    sx, sy = (area * ratio * h / w).sqrt().clamp(max=1), (area / ratio * w / h).sqrt().clamp(max=1)  # its sides, as shares
-    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
-    theta[:, 0, 0] = sx * torch.where(r[:, 4] < 0.5, -1., 1.)  # a negative scale mirrors the crop
-    theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = sy, (2 * r[:, 2] - 1) * (1 - sx), (2 * r[:, 3] - 1) * (1 - sy)
-    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=False)
+from .data import augment_images  # with the other transforms (GDA's augmented passes use it too)
 
 # %% ../nbs/50_tip.ipynb #4e1206e2
 def feature_pass(model:nn.Module, # a CLIP model (`encode_image`)
@@ -162,22 +148,6 @@ CACHE_FORMAT = 'clip_strategies.tip_cache/2'
 COMMON_FIELDS = ('backbone', 'feature_dim', 'augment_epoch')  # what every key of a cache file shares
 DATASET_FIELDS = ('dataset', 'classnames', 'shots', 'seed', 'split')  # what each dataset's keys were built from
 
-def _labels_of(dataset)->torch.Tensor:
-    "Class ids of a dataset's items (its `labels` when it has them)."
-    y = getattr(dataset, 'labels', None)
-    return torch.as_tensor(y if y is not None else [int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
-
-def split_positions(dataset)->list:
-    "Each item's position in the dataset under all the subsets that wrap it (their `indices`)."
-    pos = list(range(len(dataset)))
-    while getattr(dataset, 'indices', None) is not None and getattr(dataset, 'dataset', None) is not None:
-        pos, dataset = [int(dataset.indices[i]) for i in pos], dataset.dataset
-    return pos
-
-def split_checksum(dataset)->str:
-    "16 hex digits of a sha256 over a split's items: their positions in the underlying dataset and their labels."
-    return hashlib.sha256(json.dumps([split_positions(dataset), _labels_of(dataset).tolist()]).encode()).hexdigest()[:16]
-
 # %% ../nbs/50_tip.ipynb #3e8a41c7
 def cache_meta(backbone:str, # the backbone's name or fingerprint
                classnames:list, # one name per class
@@ -197,7 +167,7 @@ def split_meta(train, # the training split the cache is built from
                augment_epoch:int, feature_dim:int, # as `cache_meta` takes them
               )->dict:
     "`cache_meta` of a training split: its dataset's name, classes, shots, seed and checksum read off the split."
-    return cache_meta(backbone, dataset_attr(train, 'classnames'), int(_labels_of(train).bincount().max()), augment_epoch,
+    return cache_meta(backbone, dataset_attr(train, 'classnames'), int(item_labels(train).bincount().max()), augment_epoch,
                       feature_dim, dataset_attr(train, 'name') or '', dataset_attr(train, 'seed'), split_checksum(train))
 
 def _header(meta:dict, entries:list, names:list)->dict:

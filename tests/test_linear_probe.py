@@ -29,3 +29,27 @@ def test_bad_option_and_retrieval_are_refused(tmp_path, capsys):
     assert train_main(['--config', 'mini', 'TRAINER.NAME', 'linear_probe', 'DATASET.NAME', 'mini_captions',
                        'DATASET.ALSO_TEST', '[]', 'OUTPUT_DIR', str(tmp_path/'retr')]) != 0
     assert 'classification' in capsys.readouterr().err
+
+def test_one_shot_gda_on_the_digits_differs_from_zero_shot(tmp_path, capsys):
+    "One image per class: GDA's augmented passes give it a covariance, so it is no longer the zero-shot head (issue 20)."
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'tools'))
+    from make_digits import make_digits
+    data, out = make_digits(tmp_path/'digits'), tmp_path/'run'
+    assert train_main(['--config', 'mini', '--no-progress', 'TRAINER.NAME', 'gda', 'DATASET.NAME', 'imagefolder', 'DATASET.ROOT', str(data),
+                       'DATASET.NUM_SHOTS', '1', 'DATASET.ALSO_TEST', '[]', 'OUTPUT_DIR', str(out)]) == 0, capsys.readouterr().err
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['num_shots'] == 1 and m['nll'] != pytest.approx(m['before']['nll'], abs=1e-3), m
+    assert m['accuracy'] > m['before']['accuracy'] + 5, (m['before']['accuracy'], m['accuracy'])
+
+def test_lpclip_search_from_the_command_line(tmp_path, capsys):
+    "linear_probe's search='lpclip' (its real-CLIP recipe) runs through the command line; an unknown search is refused."
+    out = tmp_path/'run'
+    assert train_main(['--config', 'mini', '--no-progress', 'TRAINER.NAME', 'linear_probe', 'TRAINER.LINEAR_PROBE.SEARCH', 'lpclip',
+                       'TRAINER.LINEAR_PROBE.STEPS', '2', 'OUTPUT_DIR', str(out), 'DATASET.ALSO_TEST', '[]']) == 0, capsys.readouterr().err
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['spec']['search'] == 'lpclip' and m['accuracy'] > m['before']['accuracy']
+    assert train_main(['--config', 'mini', 'TRAINER.NAME', 'linear_probe', 'TRAINER.LINEAR_PROBE.SEARCH', 'best',
+                       'OUTPUT_DIR', str(tmp_path/'bad')]) == 2
+    assert 'search' in capsys.readouterr().err
