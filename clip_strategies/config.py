@@ -242,7 +242,7 @@ def strategy_spec(self:Config)->dict:
     for run, bases in _run_parts(self):
         part, k = _part_spec(self, run, bases)
         parts.append(part); keys.update(k); notes += _default_notes(self, run)
-    if self.from_recipe: notes.append(f"recipe ({self.recipe_source}) sets " +
+    if self.from_recipe: notes.append(f"{'+'.join(p['name'] for p in parts)}'s recipe ({self.recipe_source.split(', ', 1)[-1]}) sets " +
                                       ', '.join(f'{k}={v!r}' for k, v in self.from_recipe.items()) + " (set a key to override it)")
     if self['OPTIM.MAX_ITER'] and 'OPTIM.MAX_EPOCH' in self.given:
         notes.append(f"OPTIM.MAX_ITER = {self['OPTIM.MAX_ITER']} decides how long the run trains: OPTIM.MAX_EPOCH is not used")

@@ -619,9 +619,19 @@ def split_positions(dataset)->list:
         pos, dataset = [int(dataset.indices[i]) for i in pos], dataset.dataset
     return pos
 
+def _base_items(dataset, positions:list)->list|None:
+    "The underlying dataset's `items` (image path and caption), else its `captions`, at `positions`, where it lists them."
+    while getattr(dataset, 'dataset', None) is not None: dataset = dataset.dataset
+    items = getattr(dataset, 'items', None)
+    if items is None: items = getattr(dataset, 'captions', None)
+    return None if items is None else [[str(v) for v in items[p]] if isinstance(items[p], (list, tuple)) else str(items[p]) for p in positions]
+
 def split_checksum(dataset)->str:
-    "16 hex digits of a sha256 over a split's items: their positions in the underlying dataset and their labels."
-    return hashlib.sha256(json.dumps([split_positions(dataset), item_labels(dataset).tolist()]).encode()).hexdigest()[:16]
+    "16 hex digits of a sha256 over a split's items: their positions in the underlying dataset and their labels (or captions)."
+    pos = split_positions(dataset)
+    content = item_labels(dataset).tolist() if getattr(dataset, 'labels', None) is not None else _base_items(dataset, pos)
+    if content is None: content = item_labels(dataset).tolist()
+    return hashlib.sha256(json.dumps([pos, content]).encode()).hexdigest()[:16]
 
 # %% ../nbs/04_data.ipynb #b561163e
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

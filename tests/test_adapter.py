@@ -148,7 +148,7 @@ def test_lora_from_the_cli_with_its_recipe_writes_a_learned_part_that_loads(tmp_
     args = ['--config', 'mini', '--no-progress', 'TRAINER.NAME', 'lora', 'DATASET.NUM_SHOTS', '2', 'DATASET.ALSO_TEST', '[]',
             'OUTPUT_DIR', str(out)]
     assert train_main(args) == 0, capsys.readouterr().err
-    assert "lora's recipe sets" in capsys.readouterr().out
+    assert "lora's recipe (mini lab) sets" in capsys.readouterr().out
     written = load_config(out/'config.yaml', {'OUTPUT_DIR': str(tmp_path/'again')})
     for key, value in LoRA.recipe.items(): assert written[key] == value, key
     assert LoRA.recipe['OPTIM.NAME'] == 'adamw' and LoRA.recipe['DATALOADER.TRAIN_X.BATCH_SIZE'] == 32

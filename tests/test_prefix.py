@@ -38,7 +38,7 @@ def trained(out:Path)->torch.nn.Module:
 def test_prefix_trains_from_the_cli_with_its_recipe(tmp_path, capsys):
     out = tmp_path/'prefix'
     assert train_main(['--config', 'mini', *QUICK, 'TRAINER.NAME', 'prefix', 'OPTIM.MAX_EPOCH', '2', 'OUTPUT_DIR', str(out)]) == 0
-    assert "prefix's recipe sets OPTIM.NAME='adamw', OPTIM.LR=0.001" in capsys.readouterr().out
+    assert "prefix's recipe (mini lab) sets OPTIM.NAME='adamw', OPTIM.LR=0.001" in capsys.readouterr().out
     model, cfg = trained(out)
     for key, value in Prefix.recipe.items():  # what the run used, as the config file records it
         section, name = key.split('.')

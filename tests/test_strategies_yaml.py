@@ -63,7 +63,7 @@ def test_abs_from_a_bare_config_says_which_warmup_it_uses(tmp_path, capsys):
     args = ['--no-progress', 'TRAINER.NAME', 'abs', 'OPTIM.MAX_EPOCH', '2', 'DATASET.NUM_SHOTS', '2', 'DATASET.ALSO_TEST', '[]']
     assert train_main([*args, 'OUTPUT_DIR', str(tmp_path/'ok')]) == 0
     out = capsys.readouterr().out
-    assert "abs's recipe sets" in out and 'OPTIM.WARMUP_EPOCH=1' in out, out
+    assert "abs's recipe (mini lab) sets" in out and 'OPTIM.WARMUP_EPOCH=1' in out, out
     assert out.count('note:') == 1
     assert train_main([*args, 'OPTIM.WARMUP_EPOCH', '0', 'OUTPUT_DIR', str(tmp_path/'bad')]) == 2
     err = capsys.readouterr().err
