@@ -106,6 +106,7 @@ def sklearn_logreg(x:torch.Tensor, y:torch.Tensor, # [N, D] features and [N] lab
     if k == 2: W, b = torch.cat([torch.zeros_like(W), W]), torch.cat([torch.zeros_like(b), b])  # one logit d: softmax([0, d]) = sigmoid
     return W, b
 
+# %% ../nbs/51_linear_probe.ipynb #d0246e69
 def lpclip_search(xtr:torch.Tensor, ytr:torch.Tensor, # training features and labels
                   xval:torch.Tensor, yval:torch.Tensor, # validation features and labels (never the test split)
                   grid:list=(1e6, 1e4, 1e2, 1., 1e-2, 1e-4, 1e-6), # lpclip's coarse grid

@@ -149,6 +149,7 @@ class Trains:
         "Learner callbacks this strategy needs (default: none)."
         return []
 
+# %% ../nbs/14_strategy.ipynb #cad7e1ca
 class Adds:
     "What it adds to the model, saved alone by `save_learned` (strategies that only select tensors add nothing)."
     def learned_names(self, model:nn.Module)->list:
