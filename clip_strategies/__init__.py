@@ -2,7 +2,7 @@ __version__ = "0.1.0"
 
 _LAZY = {'get_strategy': 'strategy', 'list_strategies': 'strategy', 'register_strategy': 'strategy', 'Strategy': 'strategy',
          'load_clip': 'models', 'count_params': 'core', 'seed_everything': 'core',
-         'get_dataset': 'data', 'list_datasets': 'data',
+         'get_dataset': 'benchmarks', 'list_datasets': 'benchmarks',  # benchmarks registers the field's datasets
          'trainable_report': 'widgets', 'trainable_widget': 'widgets'}
 
 def __getattr__(name):

@@ -18,6 +18,7 @@ from torchvision import transforms as T
 from .core import count_params, seed_everything, save_safetensors, atomic_write, is_main_process, process_rank, folder_lock
 from .models import load_clip, WeightsUnavailableError
 from .data import get_dataset, few_shot_splits, build_transform, dataset_attr, split_checksum, DatasetUnavailableError, UnreadableImageError
+import clip_strategies.benchmarks  # registers the field's datasets (CoOp's layouts) under their names
 from .zeroshot import warn_unseen_words, UnseenWordsWarning, truncated_captions_note
 from .optim import OptFunc, LRScheduleCB, StepBudgetCB, epochs_for_steps
 from .objectives import default_objective

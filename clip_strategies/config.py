@@ -19,6 +19,7 @@ from fastcore.basics import patch
 from fastcore.docments import docments
 from .core import atomic_write, check_name, close_matches, PRECISIONS, UnknownNameError
 from .data import INTERPOLATIONS, check_transform_names
+import clip_strategies.benchmarks  # registers the field's datasets (CoOp's layouts) under their names
 from .optim import OPTIMIZERS, SCHEDULES, WARMUPS, LR_UPDATES, OptFunc, LRScheduleCB
 from .strategy import get_strategy_class, get_strategy, registered_strategies, load_strategies, OptionError, COMBINATION_RECIPES, combination_recipe, recipe_conflicts
 

@@ -16,10 +16,10 @@ __all__ = ['OPENAI_TEMPLATES', 'DATASET_TEMPLATES', 'TEMPLATE_SETS', 'DATASET_AL
            'UnreadableImageError', 'load_image', 'ClassificationDataset', 'LabeledSubset', 'stratified_split',
            'image_folder', 'DatasetUnavailableError', 'data_dir', 'socket_timeout', 'open_torchvision',
            'torchvision_dataset', 'text_lines', 'read_captions', 'CaptionDataset', 'check_retrieval_size',
-           'caption_dataset', 'few_shot_indices', 'class_halves', 'ClassSubset', 'subsample_classes', 'few_shot_splits',
-           'item_labels', 'split_positions', 'split_checksum', 'check_transform_names', 'build_transform',
-           'has_random_augmentation', 'dataset_attr', 'has_classes', 'random_augmentation', 'augment_images',
-           'with_transform']
+           'caption_dataset', 'few_shot_indices', 'dassl_few_shot', 'class_halves', 'ClassSubset', 'subsample_classes',
+           'few_shot_splits', 'item_labels', 'split_positions', 'split_checksum', 'check_transform_names',
+           'build_transform', 'has_random_augmentation', 'dataset_attr', 'has_classes', 'random_augmentation',
+           'augment_images', 'with_transform']
 
 # %% ../nbs/04_data.ipynb #16aabdf7
 import torch
@@ -550,6 +550,32 @@ def few_shot_indices(labels, # one class id per item
         train += pick[:num_shots]; val += pick[num_shots:]
     return train, val
 
+# %% ../nbs/04_data.ipynb #41fc55aa
+def _dassl_draw(labels, # one class id per item of one source
+                k:int, # items per class
+                rng:random.Random, # the shared RNG
+               )->list[int]:
+    "Positions drawn as Dassl does: per label in first-appearance order, `rng.sample(items, k)`, or all of a smaller class."
+    groups = {}
+    for i, l in enumerate(labels): groups.setdefault(int(l), []).append(i)
+    out = []
+    for items in groups.values(): out += rng.sample(items, k) if len(items) >= k else items
+    return out
+
+def dassl_few_shot(train_labels, # labels of the train list, in the split file's order
+                   val_labels, # labels of the val list (None: draw val from the train items not drawn as shots)
+                   num_shots:int, # K: train items per class
+                   seed:int, # the run's SEED
+                  )->tuple[list[int], list[int]]: # (train positions, val positions)
+    "Dassl's few-shot draw (`generate_fewshot_dataset`, repeat=False): K per class from train, then min(K, 4) from val."
+    if not isinstance(num_shots, int) or isinstance(num_shots, bool) or num_shots < 1:
+        raise ValueError(f"NUM_SHOTS must be a positive int, got {num_shots!r}")
+    rng, train_labels = random.Random(seed), list(train_labels)
+    train = _dassl_draw(train_labels, num_shots, rng)
+    if val_labels is not None: return train, _dassl_draw(val_labels, min(num_shots, 4), rng)
+    taken = set(train); rest = [i for i in range(len(train_labels)) if i not in taken]
+    return train, [rest[j] for j in _dassl_draw([train_labels[i] for i in rest], min(num_shots, 4), rng)]
+
 # %% ../nbs/04_data.ipynb #cce12ea6
 SUBSAMPLE_CHOICES = ('all', 'base', 'new')
 
@@ -586,6 +612,15 @@ def subsample_classes(dataset, # a labelled dataset
     return ClassSubset(dataset, class_halves(len(dataset.classnames))[which == 'new'])
 
 # %% ../nbs/04_data.ipynb #9ae09c71
+def _dassl_splits(name, root, train, # the dataset, its root, its whole train list (read from the authors' files)
+                  num_shots:int, seed:int, test_transform, subsample:str, kw:dict)->dict:
+    "Train and val drawn by `dassl_few_shot` from the authors' lists, then the base or new classes (CoOp's order)."
+    val_src = None if getattr(train, 'val_is_test', False) else get_dataset(name, root, 'val', test_transform, **kw)
+    tr, va = dassl_few_shot(train.labels, None if val_src is None else val_src.labels, num_shots, seed)
+    if val_src is None: val_src = copy.copy(train); val_src.transform = test_transform  # ImageNet: val from train
+    return dict(train=subsample_classes(LabeledSubset(train, tr, seed), subsample),
+                val=subsample_classes(LabeledSubset(val_src, va, seed), subsample))
+
 def few_shot_splits(name:str, # a registered classification dataset
                     root=None, # its files
                     num_shots:int|None=16, # train images per class; None or <= 0 for the whole train split
@@ -596,12 +631,14 @@ def few_shot_splits(name:str, # a registered classification dataset
                     test=None, # the whole test split (every class), if already read: not read again
                     **kw, # passed to `get_dataset` (e.g. `templates=`, `download=`)
                    )->dict:
-    "`dict(train=, val=, test=)`: K-shot train and min(K, 4)-shot val drawn disjointly from train; test untouched."
+    "`dict(train=, val=, test=)`: K-shot train and min(K, 4)-shot val (Dassl's draw on the authors' split files); test untouched."
     get = lambda split, tf: subsample_classes(get_dataset(name, root, split, tf, **kw), subsample)
     test = get('test', test_transform) if test is None else subsample_classes(test, subsample)
     if num_shots is None or (isinstance(num_shots, int) and not isinstance(num_shots, bool) and num_shots <= 0):
         return dict(train=get('train', train_transform), val=get('val', test_transform), test=test)
-    train = get('train', train_transform)
+    raw = get_dataset(name, root, 'train', train_transform, **kw)
+    if getattr(raw, 'sampler', None) == 'dassl': return dict(_dassl_splits(name, root, raw, num_shots, seed, test_transform, subsample, kw), test=test)
+    train = subsample_classes(raw, subsample)
     if not hasattr(train, 'labels'): raise TypeError(f"few_shot_splits needs a classification dataset (with labels); {name!r} has none")
     tr, va = few_shot_indices(train.labels, num_shots, seed, min(num_shots, 4), train.classnames)
     return dict(train=LabeledSubset(train, tr, seed), val=LabeledSubset(get('train', test_transform), va, seed), test=test)
