@@ -83,3 +83,13 @@ def test_run_nbs_refuses_an_uncommitted_library(tmp_path):
     assert head_commit(tmp_path) == commit
     (tmp_path/'clip_strategies'/'a.py').write_text('x = 2\n')
     with pytest.raises(SystemExit, match='(?s)commit the library first.*clip_strategies/a.py'): head_commit(tmp_path)
+
+RUNS_A_MODEL = re.compile(r'\b(load_clip|protocol_run|fit_memes|train_main|paper_run)\(')
+
+def test_real_clip_cells_skip_through_one_check():
+    "Every `#| gpu` cell that runs a real CLIP goes through `real_clip_skip`/`paper_run` (GPU, weights, dataset; random weights)."
+    bad = [(p.name, i) for p in NBS for i, s in code_cells(p) if s.startswith('#| gpu') and RUNS_A_MODEL.search(s)
+           and not re.search(r'\b(real_clip_skip|paper_run)\(', s)]
+    assert bad == [], bad
+    cells = [s for p in NBS for _, s in code_cells(p) if s.startswith('#| gpu') and RUNS_A_MODEL.search(s)]
+    assert len(cells) >= 20 and not any('real_clip_unavailable(' in s for s in cells)
