@@ -4,19 +4,21 @@
 
 # %% ../nbs/41_cli.ipynb #e61acc3b
 from __future__ import annotations
-import argparse, contextlib, json, math, shlex, shutil, subprocess, sys, time, warnings
+import argparse, contextlib, json, math, os, shlex, shutil, subprocess, sys, time, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['other_test_sets', 'RUN_FILES', 'USER_ERRORS', 'RUN_ERRORS', 'backbone_input', 'image_transforms', 'build_splits',
-           'unseen_class_words', 'check_output_dir', 'clear_run', 'run_context', 'make_learner', 'git_commit',
-           'evaluated_weights', 'transform_steps', 'recipe_card', 'train', 'run', 'protocol_run', 'parse_args',
-           'resolve_config', 'train_main', 'interrupted_note']
+__all__ = ['other_test_sets', 'RUN_FILES', 'USER_ERRORS', 'RUN_ERRORS', 'PUBLISHED', 'PUBLISHED_SCOPE', 'RANDOM_WEIGHTS_ENV',
+           'backbone_input', 'image_transforms', 'build_splits', 'unseen_class_words', 'check_output_dir', 'clear_run',
+           'run_context', 'make_learner', 'git_commit', 'evaluated_weights', 'transform_steps', 'recipe_card', 'train',
+           'run', 'protocol_run', 'parse_args', 'resolve_config', 'train_main', 'interrupted_note', 'random_weights',
+           'real_clip_skip', 'yours_vs_paper', 'paper_run']
 
 # %% ../nbs/41_cli.ipynb #6ae51048
+import torch
 from torchvision import transforms as T
-from .core import count_params, seed_everything, save_safetensors, atomic_write, is_main_process, process_rank, folder_lock
-from .models import load_clip, WeightsUnavailableError
+from .core import count_params, best_precision, seed_everything, save_safetensors, atomic_write, is_main_process, process_rank, folder_lock
+from .models import load_clip, WeightsUnavailableError, real_clip_unavailable
 from .data import get_dataset, few_shot_splits, build_transform, dataset_attr, split_checksum, DatasetUnavailableError, UnreadableImageError
 import clip_strategies.benchmarks  # registers the field's datasets (CoOp's layouts) under their names
 from .zeroshot import warn_unseen_words, UnseenWordsWarning, truncated_captions_note
@@ -29,7 +31,7 @@ from .checkpoint import CheckpointError, has_checkpoint
 from .feature_cache import FeatureCacheCB
 from .config import load_config, config_path, Config, annotated_yaml
 from . import __version__
-from .strategy import save_learned, strategy_spec
+from .strategy import save_learned, strategy_spec, get_strategy_class
 from .evaluate import (task_of, check_task_of, test_split, full_test_split, also_test_sets, evaluate, evaluate_sets,
                                       class_scores, headline, base_to_new, NEW_CLASSES)
 
@@ -280,3 +282,49 @@ def interrupted_note(out:Path, # the run's OUTPUT_DIR
 # %% ../nbs/41_cli.ipynb #60ada5d2
 #| eval: false
 if __name__ == '__main__': sys.exit(train_main())
+
+# %% ../nbs/41_cli.ipynb #ff3d3723
+PUBLISHED = dict(zeroshot=65.4, linear_probe=78.4, coop=79.0, cocoop=75.0, kgcoop=77.3, clip_adapter=79.9, tip=76.4, tip_f=81.2,
+                 gda=81.7, lora=82.9)  # top-1 %, ViT-B/16, 16 shots, mean of CoOp's 11 datasets (REFERENCE.md; CLIP-SVD README)
+PUBLISHED_SCOPE = "ViT-B/16, 16 shots, mean of CoOp's 11 datasets"
+RANDOM_WEIGHTS_ENV = 'CLIP_STRATEGIES_RANDOM_WEIGHTS'  # '1': real-CLIP cells use random weights instead of skipping
+
+def random_weights()->bool: return os.environ.get(RANDOM_WEIGHTS_ENV, '') not in ('', '0')
+
+def real_clip_skip(backbone:str='ViT-B-16', # open_clip model name
+                   pretrained:str='openai', # pretrained tag (not checked under CLIP_STRATEGIES_RANDOM_WEIGHTS=1)
+                   dataset:str|None=None, # a dataset the cell reads (its test split is opened), or None
+                   root:str|None=None, # DATASET.ROOT
+                  )->str|None: # why a real-CLIP cell cannot run here, or None
+    "Why a real-CLIP cell cannot run here: no CUDA GPU, no pretrained weights (unless random weights are asked for), no dataset."
+    why = real_clip_unavailable(backbone, pretrained, need_gpu=True) if not random_weights() else \
+          (None if torch.cuda.is_available() else "no CUDA GPU on this machine")
+    if why or dataset is None: return why
+    try: get_dataset(dataset, split='test', root=root)
+    except DatasetUnavailableError as e: return f"no {dataset} data: {str(e).splitlines()[0]}"
+    return None
+
+# %% ../nbs/41_cli.ipynb #b63a7b12
+def yours_vs_paper(strategy:str, # the registered strategy name
+                   metrics:dict, # the run's metrics.json
+                   dataset:str='eurosat', # what the run trained and tested on
+                  )->str:
+    "One line: the run's top-1 beside the paper's figure for `strategy` (or that none is transcribed)."
+    paper = PUBLISHED.get(strategy)
+    ref = f"paper {paper:.1f}% ({PUBLISHED_SCOPE})" if paper is not None else "paper: no published few-shot figure"
+    note = f" [random weights: {RANDOM_WEIGHTS_ENV}=1]" if random_weights() else ''
+    return f"{strategy}: yours {metrics['accuracy']:.1f}% ({dataset}) / {ref}{note}"
+
+def paper_run(strategy:str, # a registered strategy name
+              dataset:str='eurosat', # DATASET.NAME
+              overrides:dict|None=None, # more config keys (the page's choices)
+              config:str='vit_b16', # the shipped real-CLIP config (its recipe: the authors')
+             )->dict|None: # what `protocol_run` returns, or None when skipped
+    "A real-CLIP cell: train `strategy` with the authors' recipe and print yours / paper, or print why it was skipped."
+    cfg = load_config(resolve_config(config), {'TRAINER.NAME': strategy, 'DATASET.NAME': dataset, **(overrides or {})})
+    why = real_clip_skip(cfg['MODEL.BACKBONE.NAME'], cfg['MODEL.BACKBONE.PRETRAINED'], dataset, cfg['DATASET.ROOT'])
+    if why: print(f'Skipped: {why}.'); return None
+    extra = {'MODEL.BACKBONE.PRETRAINED': ''} if random_weights() else {}
+    res = protocol_run(strategy, {'DATASET.NAME': dataset, 'TRAIN.PRECISION': best_precision(), **extra, **(overrides or {})}, config=config)
+    print(f"{yours_vs_paper(strategy, res['metrics'], dataset)}; recipe: {get_strategy_class(strategy).recipe_label(cfg['MODEL.BACKBONE.NAME'])}")
+    return res

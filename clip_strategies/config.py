@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast, inspect, types, typing
 from dataclasses import dataclass
 from pathlib import Path
+import clip_strategies
 
 # %% auto #0
 __all__ = ['SCHEMA', 'Field', 'owned', 'flatten', 'unflatten', 'check_minimum', 'option_field', 'strategy_classes',
@@ -431,5 +432,5 @@ def annotated_yaml(cfg:Config)->str:
 # %% ../nbs/40_config.ipynb #a3ee9fa4
 def config_path(name:str)->Path:
     "Path of a config shipped with the package (`'vit_b16'`, `'mini'`)."
-    d = Path(__file__).parent/'configs' if '__file__' in globals() else Path('../clip_strategies/configs')
+    d = Path(clip_strategies.__file__).parent/'configs'
     return d/f"{check_name('shipped config', name, sorted(q.stem for q in d.glob('*.yaml')))}.yaml"

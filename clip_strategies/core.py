@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ['PRECISIONS', 'get_device', 'best_precision', 'seed_everything', 'process_rank', 'is_main_process', 'UnknownNameError',
            'close_matches', 'unknown_name', 'check_name', 'cache_dir', 'atomic_write', 'save_safetensors',
            'read_safetensors', 'load_state_dict', 'FolderInUseError', 'lock_details', 'read_holder', 'holder_text',
-           'folder_lock', 'trainable_numel', 'count_params', 'ToRGB']
+           'folder_lock', 'trainable_numel', 'count_params', 'ToRGB', 'results_file']
 
 # %% ../nbs/00_core.ipynb #b8ec3c6b
 import numpy as np
@@ -219,3 +219,16 @@ class ToRGB:
     "Convert a PIL image to 3-channel RGB (grayscale, palette and RGBA images occur in every benchmark)."
     def __call__(self, img): return img.convert('RGB') if hasattr(img, 'convert') and getattr(img, 'mode', 'RGB') != 'RGB' else img
     def __repr__(self): return 'ToRGB()'
+
+# %% ../nbs/00_core.ipynb #6cfa6c7a
+def results_file(name:str, # a saved result table's name, e.g. 'mini_compare'
+                 must_exist:bool=True, # False when about to write it
+                )->Path:
+    "The path of the result table `name` the package ships (`clip_strategies/assets/results/<name>.json`)."
+    import clip_strategies
+    folder = Path(clip_strategies.__file__).parent/'assets'/'results'
+    have = sorted(p.stem for p in folder.glob('*.json'))
+    if not isinstance(name, str) or not name or Path(name).name != name or name.endswith('.json'):
+        raise ValueError(f"A saved result table is named by its stem (e.g. 'mini_compare'), got {name!r}; shipped: {have}")
+    if must_exist and name not in have: check_name('saved result table', name, have)
+    return folder/f'{name}.json'

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_mini.ipynb #15a91f33
 from __future__ import annotations
-import re, math, json, time, hashlib, warnings, functools, contextlib
+import re, math, json, time, shutil, hashlib, warnings, functools, contextlib
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -15,14 +15,14 @@ __all__ = ['MINI_SHAPE_MASKS', 'MINI_SHAPES', 'MINI_COLORS', 'MINI_BACKGROUNDS',
            'WORD_END', 'MINI_BPE_CAPTIONS', 'MINI_BPE_SEED', 'MINI_BPE_MERGES', 'MINI_BPE_WORDS', 'MINI_CONTEXT',
            'MINI_MEAN', 'MINI_STD', 'MINI_CONFIG', 'MINI_STEPS', 'MINI_BATCH_SIZE', 'MINI_WEIGHTS', 'MINI_POSITIONS',
            'MINI_CAPTION_STYLES', 'MINI_PAIR_GAP', 'MINI_TEMPLATES', 'MINI_SPLIT_SIZES', 'MINI_CAPTION_SIZES',
-           'MINI_DATA_SEED', 'MINI_DATASETS', 'shape_coverage', 'sample_scenes', 'render_scenes', 'paint',
-           'scene_caption', 'scene_captions', 'clean_text', 'split_words', 'word_symbols', 'merge_pair',
+           'MINI_DATA_SEED', 'MINI_DATASETS', 'DIGIT_NAMES', 'shape_coverage', 'sample_scenes', 'render_scenes',
+           'paint', 'scene_caption', 'scene_captions', 'clean_text', 'split_words', 'word_symbols', 'merge_pair',
            'corpus_word_counts', 'train_bpe', 'mini_bpe_corpus', 'MiniBPE', 'mini_tokenizer', 'mini_model',
            'mini_preprocess', 'images_to_tensor', 'caption_targets', 'soft_clip_loss', 'corpus_batch', 'warmup_cosine',
            'torch_threads', 'pretrain_mini', 'build_mini', 'mini_metadata', 'check_mini_header', 'load_mini',
            'sample_composed_scenes', 'render_composed_scenes', 'composed_caption', 'composed_captions',
            'distinct_composed_scenes', 'MiniClassification', 'MiniCaptions', 'mini_shapes', 'mini_shift',
-           'mini_captions', 'mini_dataset']
+           'mini_captions', 'mini_dataset', 'make_digits']
 
 # %% ../nbs/02_mini.ipynb #66ad7f98
 import numpy as np
@@ -689,3 +689,32 @@ def mini_dataset(name:str, # 'mini_shapes', 'mini_shift' or 'mini_captions'
     "One split of a mini-lab task."
     check_name('mini dataset', name, MINI_DATASETS)
     return MINI_DATASETS[name](split=split, transform=transform, **kwargs)
+
+# %% ../nbs/02_mini.ipynb #624e8474
+DIGIT_NAMES = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
+
+def make_digits(root, # the folder to write (refused if it exists, unless `overwrite`)
+                size:int=8, # saved image side: 8 as is, else a nearest-neighbour upscale
+                test_size:float=0.4, # share of each class in `test`
+                seed:int=0, # the split's seed
+                overwrite:bool=False, # replace an existing `root`
+               )->Path:
+    "Write scikit-learn's handwritten digits as an ImageFolder `root/{train,test}/<name>/*.png`; returns `root`."
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as e: raise ImportError("make_digits reads the digits scikit-learn ships: pip install scikit-learn") from e
+    root = Path(root)
+    if root.exists():
+        if not overwrite: raise FileExistsError(f'{root} exists (pass overwrite=True, or --overwrite)')
+        shutil.rmtree(root)
+    d = load_digits()
+    tr, te = train_test_split(np.arange(len(d.target)), test_size=test_size, stratify=d.target, random_state=seed)
+    for split, ids in (('train', tr), ('test', te)):
+        for i in sorted(ids):
+            folder = root/split/DIGIT_NAMES[d.target[i]]
+            folder.mkdir(parents=True, exist_ok=True)
+            img = Image.fromarray((d.images[i]*(255/16)).round().clip(0, 255).astype(np.uint8), 'L').convert('RGB')
+            if size != 8: img = img.resize((size, size), Image.NEAREST)
+            img.save(folder/f'{i:04d}.png')
+    return root
