@@ -9,10 +9,12 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['other_test_sets', 'RUN_FILES', 'USER_ERRORS', 'RUN_ERRORS', 'PUBLISHED', 'PUBLISHED_SCOPE', 'RANDOM_WEIGHTS_ENV',
-           'backbone_input', 'image_transforms', 'build_splits', 'unseen_class_words', 'check_output_dir', 'clear_run',
-           'run_context', 'make_learner', 'git_commit', 'evaluated_weights', 'transform_steps', 'recipe_card', 'train',
-           'run', 'protocol_run', 'parse_args', 'resolve_config', 'train_main', 'interrupted_note', 'random_weights',
-           'real_clip_skip', 'yours_vs_paper', 'paper_run']
+           'backbone_input', 'image_transforms', 'dataset_root', 'drawn_splits', 'file_splits', 'build_splits',
+           'unseen_class_words', 'check_output_dir', 'clear_run', 'run_context', 'make_learner', 'git_commit',
+           'evaluated_weights', 'transform_steps', 'split_file_card', 'recipe_card', 'train', 'run', 'protocol_run',
+           'command_parser', 'parse_args', 'resolve_config', 'train_main', 'interrupted_note', 'parse_splits_args',
+           'write_config_splits', 'check_config_splits', 'splits_main', 'random_weights', 'real_clip_skip',
+           'yours_vs_paper', 'paper_run']
 
 # %% ../nbs/41_cli.ipynb #6ae51048
 import torch
@@ -57,17 +59,47 @@ def image_transforms(cfg:Config, preprocess)->tuple:
               mean=cfg['INPUT.PIXEL_MEAN'] or b['mean'], std=cfg['INPUT.PIXEL_STD'] or b['std'], transforms=cfg['INPUT.TRANSFORMS'])
     return build_transform(train=True, **kw), build_transform(train=False, **kw)
 
+# %% ../nbs/41_cli.ipynb #561586b0
+from .data import subsample_classes, data_dir
+from .split_files import read_split_file, read_split_header, write_split_file, SplitFileError
+from .config import split_file_notes
+
+# %% ../nbs/41_cli.ipynb #354d64f7
+def dataset_root(cfg:Config)->Path:
+    "The folder the config's dataset is read from: DATASET.ROOT, else the default data folder."
+    return Path(cfg['DATASET.ROOT']) if cfg['DATASET.ROOT'] else data_dir()
+
+def drawn_splits(cfg:Config, train_tf=None, test_tf=None, # a validated config, its train and test image transforms
+                 full=None, # the whole test split, if already read
+                )->dict:
+    "The few-shot `train`, `val` and `test` the config draws: DATASET.NUM_SHOTS per class with SEED."
+    return few_shot_splits(cfg['DATASET.NAME'], cfg['DATASET.ROOT'] or None, cfg['DATASET.NUM_SHOTS'], cfg['SEED'],
+                           train_tf, test_tf, cfg['DATASET.SUBSAMPLE_CLASSES'], test=full)
+
+def file_splits(cfg:Config, train_tf, test_tf, # a validated config, its train and test image transforms
+                full, # the whole test split
+               )->dict:
+    "The `train` and `val` of DATASET.SPLIT_FILE (images checked), and the test split of the classes the file names."
+    test = subsample_classes(full, cfg['DATASET.SUBSAMPLE_CLASSES'])
+    splits = read_split_file(cfg['DATASET.SPLIT_FILE'], dataset_root(cfg), train_tf, test_tf, cfg['DATASET.NAME'], dataset_attr(test, 'templates'))
+    if list(splits['train'].classnames) != list(test.classnames):
+        raise SplitFileError(f"Split file {cfg['DATASET.SPLIT_FILE']!r} names the classes {splits['train'].classnames[:5]}…, but the test split of "
+                             f"{cfg['DATASET.NAME']!r} under {str(dataset_root(cfg))!r} has {test.classnames[:5]}… ({len(test.classnames)} classes)")
+    return dict(splits, test=test)
+
 # %% ../nbs/41_cli.ipynb #9ab771cf
 def build_splits(cfg:Config, preprocess, # a validated config, the backbone's preprocessing
                  full_test=None, # the whole test split, if already read (`evaluate.full_test_split`)
                 )->dict:
-    "`dict(train=, val=, test=, task=)` for the config's dataset: K-shot for classification, whole splits for retrieval."
+    "`dict(train=, val=, test=, task=)` for the config's dataset: K-shot (drawn or from DATASET.SPLIT_FILE) for classification, whole splits for retrieval."
     train_tf, test_tf = image_transforms(cfg, preprocess)
     name, root = cfg['DATASET.NAME'], cfg['DATASET.ROOT'] or None
     full = full_test if full_test is not None else full_test_split(cfg, test_tf)
     check_task_of(full, cfg['DATASET.TASK'])
     if task_of(full) == 'classification':
-        splits = few_shot_splits(name, root, cfg['DATASET.NUM_SHOTS'], cfg['SEED'], train_tf, test_tf, cfg['DATASET.SUBSAMPLE_CLASSES'], test=full)
+        splits = (file_splits if cfg['DATASET.SPLIT_FILE'] else drawn_splits)(cfg, train_tf, test_tf, full)
+    elif cfg['DATASET.SPLIT_FILE']:
+        raise ValueError(f"DATASET.SPLIT_FILE holds few-shot classification subsets; {name!r} is a {task_of(full)} dataset: set DATASET.SPLIT_FILE ''")
     else:
         splits = dict(train=get_dataset(name, root, 'train', train_tf), val=get_dataset(name, root, 'val', test_tf), test=full)
     return dict(splits, task=task_of(full))
@@ -142,6 +174,11 @@ def transform_steps(transform)->list:
     "A torchvision pipeline as one line per step."
     return [' '.join(repr(t).split()) for t in getattr(transform, 'transforms', [transform])]
 
+def split_file_card(splits:dict)->dict:
+    "`split_file` (its path, checksum, shots and seed) when the run's few-shot splits came from DATASET.SPLIT_FILE, else nothing."
+    info = dataset_attr(splits['train'], 'split_file')
+    return dict(split_file=dict(info)) if info else {}
+
 def recipe_card(cfg:Config, strategy, model, splits:dict, learn:Learner|None, transforms:tuple)->dict:
     "What the run ran, for the record (see above)."
     templates = dataset_attr(splits['train'], 'templates')
@@ -151,6 +188,7 @@ def recipe_card(cfg:Config, strategy, model, splits:dict, learn:Learner|None, tr
                 epochs_run=learn.epoch + 1 if learn else 0, steps_run=learn.train_step if learn else 0,
                 evaluated=evaluated_weights(learn), selection_split='val',
                 split_checksums={k: split_checksum(v) for k, v in splits.items() if k in ('train', 'val', 'test')},
+                **split_file_card(splits),
                 version=__version__, git_commit=git_commit())
 
 # %% ../nbs/41_cli.ipynb #552daf68
@@ -167,7 +205,7 @@ def train(cfg:Config, # a validated config (`load_config`)
     strategy.check_model(model)  # a backbone it cannot adapt: refused before any data is read
     full_test = full_test_split(cfg, image_transforms(cfg, preprocess)[1])
     splits = build_splits(cfg, preprocess, full_test)
-    for note in spec['notes'] + [unseen_class_words(tokenizer, splits['test']), truncated_captions_note(tokenizer, splits)]:
+    for note in spec['notes'] + split_file_notes(cfg) + [unseen_class_words(tokenizer, splits['test']), truncated_captions_note(tokenizer, splits)]:
         if note: log(f"note: {note}")
     task, bs, run = splits['task'], cfg['DATALOADER.TEST.BATCH_SIZE'], run_context(cfg, resume, progress, strategy.name)
     strategy.check_task(task)
@@ -226,16 +264,25 @@ def protocol_run(strategy:str|list, # a registered strategy name, or a list of t
     cfg = load_config(resolve_config(config), {'TRAINER.NAME': strategy, 'OUTPUT_DIR': str(out), 'TRAIN.PRINT_FREQ': 0, **(overrides or {})})
     return train(cfg, progress=False, log=lambda *a: None)
 
+# %% ../nbs/41_cli.ipynb #7d6212e6
+def command_parser(prog:str, # the command's name
+                   description:str, # what it does
+                   example:str, # an example of KEY VALUE overrides
+                  )->argparse.ArgumentParser:
+    "A parser with what every command that reads a config takes: `--config` and `KEY VALUE` overrides."
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument('--config', default=None, help="YAML file with the original tool's keys, or a shipped config name (mini, vit_b16)")
+    p.add_argument('overrides', nargs='*', metavar='KEY VALUE', help=f"config overrides, e.g. {example}")
+    return p
+
 # %% ../nbs/41_cli.ipynb #b574b1bd
 def parse_args(argv=None)->argparse.Namespace:
     "Parse `clip_strategies_train`'s command line."
-    p = argparse.ArgumentParser(prog='clip_strategies_train', description="Adapt CLIP with one strategy, as a YAML config says.")
-    p.add_argument('--config', default=None, help="YAML file with the original tool's keys, or a shipped config name (mini, vit_b16)")
+    p = command_parser('clip_strategies_train', "Adapt CLIP with one strategy, as a YAML config says.", 'OPTIM.LR 0.01')
     p.add_argument('--resume', action='store_true', help="continue from the last checkpoint in OUTPUT_DIR")
     p.add_argument('--restart', action='store_true', help="start over in OUTPUT_DIR: delete an earlier run's checkpoints and outputs there")
     p.add_argument('--no-progress', action='store_true', help="no progress bars: log lines every TRAIN.PRINT_FREQ batches instead")
     p.add_argument('--print-config', action='store_true', help="print the resolved config as YAML, each key with where its value came from, and exit")
-    p.add_argument('overrides', nargs='*', metavar='KEY VALUE', help="config overrides, e.g. OPTIM.LR 0.01")
     return p.parse_intermixed_args(argv)  # options anywhere among the KEY VALUE pairs, as people type them
 
 def resolve_config(name:str|None)->Path|None:
@@ -278,6 +325,54 @@ def interrupted_note(out:Path, # the run's OUTPUT_DIR
     again = ' '.join(shlex.quote(a) for a in argv if a not in ('--resume', '--restart'))
     return (f"interrupted: the checkpoint after epoch {epoch} is saved in {str(saved[-1].parent)!r}; "
             f"continue with: clip_strategies_train {again} --resume")
+
+# %% ../nbs/41_cli.ipynb #7e4adb77
+def parse_splits_args(argv=None)->argparse.Namespace:
+    "Parse `clip_strategies_splits`'s command line."
+    p = command_parser('clip_strategies_splits', "Write the few-shot subset a config draws as a portable split file, or check one.",
+                       'DATASET.NUM_SHOTS 16 SEED 1')
+    p.add_argument('--out', metavar='FILE', help="write the subset the config draws to FILE (.jsonl)")
+    p.add_argument('--check', metavar='FILE', help="check split file FILE against the images under DATASET.ROOT")
+    p.add_argument('--no-progress', action='store_true', help="no progress bar while hashing images")
+    return p.parse_intermixed_args(argv)
+
+def write_config_splits(cfg:Config, # a validated config
+                        out, # the split file to write
+                        progress:bool=True, # a progress bar while hashing
+                       )->dict: # the file's header
+    "Write the subset `cfg` draws (what `clip_strategies_train` would train on) to `out`."
+    if cfg['DATASET.SPLIT_FILE']: raise ValueError(f"DATASET.SPLIT_FILE is set ({cfg['DATASET.SPLIT_FILE']!r}): that config reads its subset from the file; leave it unset to draw and write one")
+    splits = drawn_splits(cfg)
+    if task_of(splits['test']) != 'classification':
+        raise ValueError(f"DATASET.NAME {cfg['DATASET.NAME']!r} is a {task_of(splits['test'])} dataset; split files hold few-shot classification subsets")
+    return write_split_file(splits, out, dataset_root(cfg), cfg['DATASET.NAME'], cfg['DATASET.NUM_SHOTS'], cfg['SEED'],
+                            cfg['DATASET.SUBSAMPLE_CLASSES'], progress)
+
+def check_config_splits(cfg:Config, path, progress:bool=True)->dict:
+    "Check split file `path` against the images under the config's dataset root (and DATASET.NAME, when set); its header."
+    read_split_file(path, dataset_root(cfg), name=cfg['DATASET.NAME'] if 'DATASET.NAME' in cfg.given else None, progress=progress)
+    return read_split_header(path)
+
+# %% ../nbs/41_cli.ipynb #e047d18d
+def _describe(h:dict)->str:
+    "One line about a split file's header."
+    c = h.get('counts', {})
+    return (f"{h['dataset']}, {h['num_shots']} shots, seed {h['seed']}, classes {h['subsample']}: "
+            f"{c.get('train', 0)} train + {c.get('val', 0)} val images; checksum {h['checksum'][:16]}")
+
+def splits_main(argv=None)->int:
+    "Entry point of `clip_strategies_splits`."
+    args = parse_splits_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        if (args.out is None) == (args.check is None): raise ValueError("give one of --out FILE (write the config's subset) or --check FILE (check a split file)")
+        cfg = load_config(resolve_config(args.config), args.overrides)
+        if args.out: print(f"wrote {args.out}: {_describe(write_config_splits(cfg, args.out, not args.no_progress))}")
+        else: print(f"ok: {args.check}: {_describe(check_config_splits(cfg, args.check, not args.no_progress))}; every image matches under {str(dataset_root(cfg))!r}")
+    except RUN_ERRORS as e:
+        print(f"clip_strategies_splits: error: {_message(e)}", file=sys.stderr); return 1
+    except USER_ERRORS as e:
+        print(f"clip_strategies_splits: error: {_message(e)}", file=sys.stderr); return 2
+    return 0
 
 # %% ../nbs/41_cli.ipynb #60ada5d2
 #| eval: false

@@ -10,9 +10,10 @@ from pathlib import Path
 import clip_strategies
 
 # %% auto #0
-__all__ = ['SCHEMA', 'Field', 'owned', 'flatten', 'unflatten', 'check_minimum', 'option_field', 'strategy_classes',
-           'declared_keys', 'Config', 'parse_overrides', 'DuplicateKeyError', 'UniqueKeyLoader', 'read_yaml',
-           'allowed_fields', 'load_config', 'key_source', 'resolved', 'annotated_yaml', 'config_path']
+__all__ = ['SCHEMA', 'SPLIT_FILE_KEYS', 'Field', 'owned', 'flatten', 'unflatten', 'check_minimum', 'option_field',
+           'strategy_classes', 'declared_keys', 'Config', 'parse_overrides', 'DuplicateKeyError', 'UniqueKeyLoader',
+           'read_yaml', 'allowed_fields', 'split_file_notes', 'load_config', 'key_source', 'resolved', 'annotated_yaml',
+           'config_path']
 
 # %% ../nbs/40_config.ipynb #92e618ac
 import yaml
@@ -23,6 +24,9 @@ from .data import INTERPOLATIONS, check_transform_names
 import clip_strategies.benchmarks  # registers the field's datasets (CoOp's layouts) under their names
 from .optim import OPTIMIZERS, SCHEDULES, WARMUPS, LR_UPDATES, OptFunc, LRScheduleCB
 from .strategy import get_strategy_class, get_strategy, registered_strategies, load_strategies, OptionError, COMBINATION_RECIPES, combination_recipe, recipe_conflicts
+
+# %% ../nbs/40_config.ipynb #9a8dace6
+from .split_files import read_split_header, check_split_dataset
 
 # %% ../nbs/40_config.ipynb #392d97dc
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ SCHEMA = {
     'TRAINER.NAME': Field('full', (str, list), "the strategy (see list_strategies()), or a list of strategies applied in order"),
     'DATASET.NAME': Field('mini_shift', (str,), "dataset name (see list_datasets())"),
     'DATASET.ROOT': Field('', (str,), "dataset root folder (not needed by the mini lab)"),
+    'DATASET.SPLIT_FILE': Field('', (str,), "a split file (clip_strategies_splits) to train on: its shots, seed and class subset win; '': draw NUM_SHOTS per class with SEED"),
     'DATASET.TASK': Field('auto', (str,), "what the dataset is for: 'auto' (class names: classification, captions: retrieval), or the task it must be", ('auto', 'classification', 'retrieval')),
     'DATASET.NUM_SHOTS': Field(16, (int,), "images per class for training; -1: all", minimum=1, also=(-1,)),
     'DATASET.ALSO_TEST': Field([], (list,), "other datasets tested before and after training (what a strategy forgets), each from its default place"),
@@ -366,6 +371,27 @@ def _check_read(cfg:Config, declared:dict):
             raise ValueError(f"Config key {key} = {cfg[key]!r} is read by {who}, not by the strategy this config runs "
                              f"({'+'.join(_names(cfg))!r}): remove the key, or set TRAINER.NAME to a strategy that reads it.")
 
+# %% ../nbs/40_config.ipynb #2748b276
+SPLIT_FILE_KEYS = {'DATASET.NUM_SHOTS': 'num_shots', 'SEED': 'seed', 'DATASET.SUBSAMPLE_CLASSES': 'subsample'}  # config key -> header field
+
+def _apply_split_file(cfg:Config, fields:dict):
+    "With DATASET.SPLIT_FILE set: check it is for DATASET.NAME and let its shots, seed and class subset win (`from_split_file`)."
+    cfg.from_split_file, cfg.split_file_overruled = {}, {}
+    if not cfg['DATASET.SPLIT_FILE']: return
+    header = read_split_header(cfg['DATASET.SPLIT_FILE'])
+    check_split_dataset(header, cfg['DATASET.NAME'], cfg['DATASET.SPLIT_FILE'])
+    where = f"split file {cfg['DATASET.SPLIT_FILE']!r}"
+    cfg.from_split_file = {k: _coerce(f"{k} (from the {where})", header[f], fields[k]) for k, f in SPLIT_FILE_KEYS.items()}
+    cfg.split_file_overruled = {k: cfg[k] for k, v in cfg.from_split_file.items() if k in cfg.given and cfg[k] != v}
+    cfg.update(cfg.from_split_file)
+
+def split_file_notes(cfg:Config)->list:
+    "A note when the split file overrules values the config set (silence would hide it)."
+    over = getattr(cfg, 'split_file_overruled', {})
+    if not over: return []
+    return [f"DATASET.SPLIT_FILE {cfg['DATASET.SPLIT_FILE']!r} fixes the training subset: its " +
+            ', '.join(f"{k}={cfg[k]!r}" for k in over) + " are used, not the config's " + ', '.join(f"{k}={v!r}" for k, v in over.items())]
+
 # %% ../nbs/40_config.ipynb #bb7b8320
 def load_config(path:str|Path|None=None, # a YAML file with the original tool's keys, or None for the defaults
                 overrides:dict|list|None=None, # {key: value} or command-line [KEY, VALUE, ...] pairs, applied last
@@ -384,6 +410,7 @@ def load_config(path:str|Path|None=None, # a YAML file with the original tool's 
     cfg.from_file, cfg.from_user = frozenset(flat), frozenset(over)
     cfg.given = cfg.from_file | cfg.from_user
     _check_read(cfg, declared)
+    _apply_split_file(cfg, fields)
     recipe, cfg.recipe_source, cfg.recipe_reference = _recipe(cfg, cfg.given)
     if 'OPTIM.MAX_EPOCH' in cfg.given and 'OPTIM.MAX_ITER' not in cfg.given: recipe.pop('OPTIM.MAX_ITER', None)  # your epochs win
     _check_keys(recipe, fields, f"the recipe of {cfg.recipe_source}")
@@ -393,8 +420,9 @@ def load_config(path:str|Path|None=None, # a YAML file with the original tool's 
 
 # %% ../nbs/40_config.ipynb #a99e2ab5
 def key_source(cfg:Config, key:str)->str:
-    "Where `cfg[key]` came from: 'you', 'config file', 'recipe: <strategy>, <whose>' or 'default'."
+    "Where `cfg[key]` came from: 'split file <path>', 'you', 'config file', 'recipe: <strategy>, <whose>' or 'default'."
     if key == 'OPTIM.MAX_EPOCH' and cfg['OPTIM.MAX_ITER']: return 'not used: OPTIM.MAX_ITER decides'
+    if key in getattr(cfg, 'from_split_file', {}): return f"split file {cfg['DATASET.SPLIT_FILE']}"
     if key in cfg.from_user: return 'you'
     if key in cfg.from_file: return 'config file'
     if key in cfg.from_recipe: return f'recipe: {cfg.recipe_source}'

@@ -7,7 +7,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT/'clip_strategies'
 FLOORS = {  # ARCHITECTURE's floors, as this package draws them (see nbs/00_core.ipynb)
-    'core': 0, 'anatomy': 1, 'mini': 1, 'tables': 1, 'models': 2, 'data': 2, 'benchmarks': 2, 'callback': 2, 'zeroshot': 3, 'optim': 3,
+    'core': 0, 'anatomy': 1, 'mini': 1, 'tables': 1, 'models': 2, 'data': 2, 'benchmarks': 2, 'split_files': 2.5, 'callback': 2, 'zeroshot': 3, 'optim': 3,
     'objectives': 4, 'learner': 4, 'callbacks': 4, 'checkpoint': 4, 'feature_cache': 4, 'widgets': 4, 'strategy': 5,
     'evaluate': 6.5, 'config': 7, 'cli': 7, 'compare': 8, 'protocols': 8, 'choose': 9, 'saliency': 8, 'retrieval': 9, 'memes': 8}
 STRATEGY_FLOOR = 6  # the strategy modules; `evaluate` asks them, config and cli ask it
