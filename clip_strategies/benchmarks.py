@@ -251,7 +251,8 @@ def _read_numbered(name:str, folder:Path, split:str, transform)->ClassificationD
     bad = [f for f in found if not (f.isdigit() and int(f) < len(synsets))]
     if bad: raise ValueError(f"Folder {str(d/bad[0])!r} is not a class number 0..{len(synsets) - 1} ({str(folder/'classnames.txt')!r} lists {len(synsets)} classes)")
     items = [(p, int(f)) for f in sorted(found, key=int) for p in _images_in(d/f)]
-    return _dataset(name, items, [names[s] for s in synsets], transform, imagenet_classes=list(range(len(synsets))))
+    return _dataset(name, items, [names[s] for s in synsets], transform, imagenet_classes=list(range(len(synsets))),
+                    imagenet_classnames=[names[s] for s in synsets])
 
 def _read_synsets(name:str, folder:Path, split:str, transform)->ClassificationDataset:
     "ImageNet-Sketch (all 1000 synsets) and -A, -R (200 of them): labels by sorted folder, `imagenet_classes` the mapping."
@@ -261,7 +262,8 @@ def _read_synsets(name:str, folder:Path, split:str, transform)->ClassificationDa
     _check_synsets(found, names, d, folder/'classnames.txt', every=every)
     index = {s: i for i, s in enumerate(sorted(names))}
     items = [(p, i) for i, s in enumerate(found) for p in _images_in(d/s)]
-    return _dataset(name, items, [names[s] for s in found], transform, imagenet_classes=[index[s] for s in found], synsets=found)
+    return _dataset(name, items, [names[s] for s in found], transform, imagenet_classes=[index[s] for s in found], synsets=found,
+                    imagenet_classnames=[names[s] for s in sorted(names)])
 
 # %% ../nbs/04b_benchmarks.ipynb #8d0985b7
 LAYOUTS = ('auto', 'coop', 'torchvision')

@@ -85,7 +85,7 @@ SCHEMA = {
     'DATASET.SPLIT_FILE': Field('', (str,), "a split file (clip_strategies_splits) to train on: its shots, seed and class subset win; '': draw NUM_SHOTS per class with SEED"),
     'DATASET.TASK': Field('auto', (str,), "what the dataset is for: 'auto' (class names: classification, captions: retrieval), or the task it must be", ('auto', 'classification', 'retrieval')),
     'DATASET.NUM_SHOTS': Field(16, (int,), "images per class for training; -1: all", minimum=1, also=(-1,)),
-    'DATASET.ALSO_TEST': Field([], (list,), "other datasets tested before and after training (what a strategy forgets), each from its default place"),
+    'DATASET.ALSO_TEST': Field([], (list,), "other datasets tested before and after training (what a strategy forgets): the field's benchmarks from DATASET.ROOT, others from their default place"),
     'DATASET.SUBSAMPLE_CLASSES': Field('all', (str,), "train and test on 'all' classes, or the 'base' half (then also tested on the 'new' half: base-to-new)", ('all', 'base', 'new')),
     'OUTPUT_DIR': Field('output/run', (str,), "where metrics.json, model.safetensors and checkpoints go"),
     'SEED': Field(1, (int,), "seed for weights init, data order and few-shot sampling", minimum=0),

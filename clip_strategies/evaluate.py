@@ -7,12 +7,15 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['NEW_CLASSES', 'task_of', 'check_task_of', 'full_test_split', 'test_split', 'also_test_sets', 'base_to_new',
-           'zero_shot_head', 'class_head', 'class_scores', 'evaluate', 'evaluate_sets', 'headline']
+           'zero_shot_head', 'class_head', 'class_scores', 'imagenet_head', 'dataset_columns', 'evaluate',
+           'evaluate_sets', 'headline']
 
 # %% ../nbs/15_evaluate.ipynb #e17e8f8a
 import torch
+from types import SimpleNamespace
 from torch import nn
 from .data import get_dataset, subsample_classes, dataset_attr
+from .benchmarks import COOP_LAYOUTS
 from .zeroshot import (class_text_features, split_features, classification_metrics, evaluate_retrieval,
                                       model_logit_scale, warn_unseen_words, evaluating)
 
@@ -51,7 +54,8 @@ def also_test_sets(cfg, test_transform, # a validated config, the run's test tra
                    full_test=None, # the whole test split, if already read
                   )->dict: # name -> dataset
     "The test sets beside the run's own: `DATASET.ALSO_TEST`, and the new classes when training on the base ones."
-    sets = {n: get_dataset(n, None, 'test', test_transform) for n in cfg['DATASET.ALSO_TEST']}
+    root = lambda n: (cfg['DATASET.ROOT'] or None) if n in COOP_LAYOUTS else None  # the field's benchmarks sit side by side
+    sets = {n: get_dataset(n, root(n), 'test', test_transform) for n in cfg['DATASET.ALSO_TEST']}
     if cfg['DATASET.SUBSAMPLE_CLASSES'] == 'base':
         sets[NEW_CLASSES] = subsample_classes(full_test if full_test is not None else full_test_split(cfg, test_transform), 'new')
     return sets
@@ -76,7 +80,7 @@ def class_head(model:nn.Module, tokenizer, dataset, # the (adapted) model, its t
                strategy=None, # the strategy applied to `model` (None: plain zero-shot)
               ): # normalised image features [N, D] -> class scores [N, C]
     "The strategy's own classifier, or the zero-shot head on its prompt templates."
-    head = None if strategy is None else strategy.class_head(model, tokenizer, dataset)
+    head = None if strategy is None else strategy.class_head(model, tokenizer, dataset) or imagenet_head(model, tokenizer, dataset, strategy)
     if head is not None: return head
     templates = dataset_attr(dataset, 'templates')
     return zero_shot_head(model, tokenizer, dataset, templates and (strategy.prompt_templates(model, templates) if strategy else templates))
@@ -89,7 +93,26 @@ def class_scores(model:nn.Module, tokenizer, dataset, # the model, its tokenizer
     warn_unseen_words(tokenizer, dataset_attr(dataset, 'classnames'))
     head = class_head(model, tokenizer, dataset, strategy)
     feats, labels = split_features(model, dataset, batch_size)
-    with evaluating(model), torch.no_grad(): return head(feats).float().cpu(), labels
+    with evaluating(model), torch.no_grad(): return dataset_columns(head(feats).float().cpu(), dataset), labels
+
+# %% ../nbs/15_evaluate.ipynb #b9b104b3
+def imagenet_head(model:nn.Module, tokenizer, dataset, strategy, # as `class_head`
+                 ): # normalised image features [N, D] -> class scores [N, C]; None: no ImageNet head
+    "The strategy's own ImageNet head on a variant's classes (-A, -R: 200 of the 1000), through its `imagenet_classes`."
+    cols, names = dataset_attr(dataset, 'imagenet_classes'), dataset_attr(dataset, 'imagenet_classnames')
+    if cols is None or names is None: return None
+    imagenet = SimpleNamespace(classnames=list(names), templates=dataset_attr(dataset, 'templates'), name='imagenet')
+    full = strategy.class_head(model, tokenizer, imagenet)
+    return None if full is None else (lambda feats: full(feats)[:, list(cols)])
+
+def dataset_columns(scores:torch.Tensor, # [N, C] class scores of a head
+                    dataset, # the classification dataset they score
+                   )->torch.Tensor:
+    "`scores`, after checking the head scores exactly the dataset's classes."
+    n, width = len(dataset_attr(dataset, 'classnames')), scores.shape[1]
+    if width == n: return scores
+    raise ValueError(f"The head scores {width} classes but {dataset_attr(dataset, 'name', 'the dataset')!r} has {n}: a head "
+                     f"trained on other classes scores a dataset only through a class mapping (ImageNet-A/R's `imagenet_classes`)")
 
 # %% ../nbs/15_evaluate.ipynb #864869a8
 def evaluate(model:nn.Module, tokenizer, dataset, # the model, its tokenizer, a test set
