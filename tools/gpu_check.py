@@ -58,15 +58,17 @@ def overrides(arch:str, name:str, tree:Path, out:Path, precision:str='fp32')->di
             'TRAIN.PRECISION': precision, 'OUTPUT_DIR': str(out)}
 
 def save_part(res:dict, arch:str, folder:Path)->tuple:
-    "What the run learned: the strategy's learned-part file, and the base tensors it trained (selection strategies)."
+    "What the run changed: the strategy's learned-part file; the base tensors it trained and the buffers training moved."
+    import torch
     from clip_strategies.anatomy import trainable_names
     from clip_strategies.core import save_safetensors
     from clip_strategies.strategy import save_learned
     model, strategy = res['model'], res['strategy']
     learned = set(strategy.learned_names(model))
     part = save_learned(strategy, model, folder/'learned.safetensors', arch) if learned or strategy.fitted_state() else None
-    sd = model.state_dict()
-    chosen = {n: sd[n] for n in trainable_names(model) if n not in learned}
+    sd, base = model.state_dict(), built(arch, str(next(model.parameters()).device.type))[0].state_dict()
+    changed = [n for n, b in model.named_buffers() if n in base and not torch.equal(b, base[n])]  # BatchNorm running statistics (RN50)
+    chosen = {n: sd[n] for n in trainable_names(model) + changed if n not in learned}
     if chosen: save_safetensors(chosen, folder/'selected.safetensors')
     return part, folder/'selected.safetensors' if chosen else None
 
