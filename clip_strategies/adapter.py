@@ -86,6 +86,10 @@ class Adapter(Addition):
         self.store_options(reduction=reduction, positions=positions, towers=towers)
         if self.reduction < 1: raise OptionError(self.name, 'reduction', reduction, 'an integer >= 1 (bottleneck width = block width / reduction)')
 
+    def check_model(self, model:nn.Module):
+        "Refuse a model without transformer blocks in the chosen towers (a ResNet image tower), before any data is read."
+        resblocks(model, self.towers, self.name)
+
     def slots(self)->list:
         "The block attributes the adapters replace: `ls_1` (after attention), `ls_2` (after the MLP)."
         return {'attn': ['ls_1'], 'mlp': ['ls_2'], 'both': ['ls_1', 'ls_2']}[self.positions]
@@ -167,6 +171,10 @@ class LoRA(Addition):
         if not 0 <= self.dropout < 1: raise OptionError(self.name, 'dropout', dropout, 'a number in [0, 1)')
         if not math.isfinite(self.alpha): raise OptionError(self.name, 'alpha', alpha, 'a finite number')
         self.targets = lora_targets(self.targets)
+
+    def check_model(self, model:nn.Module):
+        "Refuse a model without transformer blocks in the chosen towers (a ResNet image tower), before any data is read."
+        resblocks(model, self.towers, self.name)
 
     @property
     def scaling(self)->float: return self.alpha / (math.sqrt(self.rank) if self.scale == 'sqrt_rank' else self.rank)

@@ -25,6 +25,10 @@ class LastN(Selection):
         self.store_options(n=n, towers=towers, projections=projections, logit_scale=logit_scale)
         if self.n < 1: raise OptionError(self.name, 'n', n, 'an integer of at least 1')
 
+    def check_model(self, model:nn.Module):
+        "Refuse a tower without residual blocks (a ResNet image tower) or with too few, before any data is read."
+        self.trainable(model)
+
     def chosen(self)->list:
         "The towers this instance trains."
         return ['vision', 'text'] if self.towers == 'both' else [self.towers]

@@ -144,11 +144,11 @@ def random_clip(name:str, # an open_clip model name ('ViT-B-32', also 'ViT-B/32'
 
 # %% ../nbs/03_models.ipynb #e7ae7273
 def load_clip(name:str='mini', # 'mini' or an open_clip model name ('ViT-B-32', also 'ViT-B/32')
-              pretrained:str|None=None, # an open_clip pretrained tag ('openai', 'laion2b_s34b_b79k'...), a local weights file, or None
+              pretrained:str|None=None, # an open_clip pretrained tag ('openai', 'laion2b_s34b_b79k'...), a local weights file, or None or '' (random weights, offline)
               device:str|torch.device|None=None, # where to put the model (default: CUDA if available)
              ):
     "`(model, preprocess, tokenizer)` for a CLIP backbone; the model is in eval mode."
-    name, device = normalize_model_name(name), get_device(device)
+    name, device, pretrained = normalize_model_name(name), get_device(device), pretrained or None  # '': random weights
     path = pretrained if pretrained is not None and _is_path(str(pretrained)) else None
     if name == 'mini':
         if pretrained is not None and path is None:
@@ -169,11 +169,12 @@ def load_clip(name:str='mini', # 'mini' or an open_clip model name ('ViT-B-32', 
 
 # %% ../nbs/03_models.ipynb #22829c70
 def real_clip_unavailable(name:str='ViT-B-16', # open_clip model name
-                          pretrained:str='openai', # pretrained tag
+                          pretrained:str|None='openai', # pretrained tag; '' or None: random weights (nothing to fetch)
                           need_gpu:bool=True, # also require a CUDA GPU
                          )->str|None: # why real-CLIP cells cannot run here, or None when they can
     "Why `load_clip(name, pretrained)` cannot run here (no GPU, weights neither cached nor downloadable), or None."
     if need_gpu and not torch.cuda.is_available(): return "no CUDA GPU on this machine"
+    if not pretrained or _is_path(str(pretrained)): return None  # random weights, or a local file `load_clip` reads itself
     try: check_weights_available(normalize_model_name(name), pretrained)
     except WeightsUnavailableError as e: return str(e).split('. Supply')[0]
     return None

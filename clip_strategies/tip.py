@@ -44,7 +44,7 @@ class TipAdapter(nn.Module):
             raise ValueError(f"cache_keys has {cache_keys.shape[0]} rows but cache_labels {len(cache_labels)} labels")
         if cache_keys.shape[1] != text_weights.shape[1]:
             raise ValueError(f"cache_keys are {cache_keys.shape[1]}-d but text_weights {text_weights.shape[1]}-d")
-        n_cls, labels = text_weights.shape[0], torch.as_tensor(cache_labels, dtype=torch.long)
+        n_cls, labels = text_weights.shape[0], torch.as_tensor(cache_labels, dtype=torch.long, device=cache_keys.device)
         if len(labels) and (labels.min() < 0 or labels.max() >= n_cls):
             raise ValueError(f"cache_labels must lie in [0, {n_cls}) (one per class weight), got {labels.min()}..{labels.max()}")
         self.register_buffer('text_weights', F.normalize(text_weights.detach().float(), dim=-1))
@@ -248,10 +248,10 @@ def slot_cache(keys:torch.Tensor, # `[M, D]` normalised per-image keys
               )->tuple: # (slot keys `[cache_size, D]`, slot values `[cache_size, n_classes]`)
     "NEW: class prototypes in `cache_size` slots (class c in slot c mod cache_size), values split over a slot's classes."
     if cache_size < 1: raise ValueError(f"cache_size must be a positive integer, got {cache_size!r}")
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    protos = F.normalize(torch.zeros(n_classes, keys.shape[1]).index_add_(0, labels, keys.float()), dim=-1)
+    labels = torch.as_tensor(labels, dtype=torch.long, device=keys.device)
+    protos = F.normalize(torch.zeros(n_classes, keys.shape[1], device=keys.device).index_add_(0, labels, keys.float()), dim=-1)
     present = (torch.bincount(labels, minlength=n_classes) > 0).float()
-    member = F.one_hot(torch.arange(n_classes) % cache_size, cache_size).float().t() * present  # [S, C]
+    member = F.one_hot(torch.arange(n_classes, device=keys.device) % cache_size, cache_size).float().t() * present  # [S, C]
     return F.normalize(member @ protos, dim=-1), member / member.sum(1, keepdim=True).clamp_min(1)
 
 def slot_adapter(text_weights:torch.Tensor, # `[C, D]` zero-shot class weights
@@ -261,7 +261,7 @@ def slot_adapter(text_weights:torch.Tensor, # `[C, D]` zero-shot class weights
     "A `TipAdapter` whose cache is the slots: the same formula, soft values instead of one-hot labels."
     if slot_values.shape != (len(slot_keys), len(text_weights)):
         raise ValueError(f"slot_values must be [{len(slot_keys)}, {len(text_weights)}] (slots × classes), got {list(slot_values.shape)}")
-    a = TipAdapter(text_weights, slot_keys, torch.zeros(len(slot_keys), dtype=torch.long), alpha, beta)
+    a = TipAdapter(text_weights, slot_keys, torch.zeros(len(slot_keys), dtype=torch.long, device=slot_keys.device), alpha, beta)
     a.cache_values = slot_values.float().clone()
     return a
 
@@ -537,7 +537,7 @@ def class_head(self:Tip, model:nn.Module, tokenizer, dataset, # the model, its t
     "The fitted adapter as a function of the image features; None (the zero-shot head) for other classes than its own."
     if self.adapter is None: raise StrategyError(f"Strategy {self.name!r} is not fitted: call fit(model, tokenizer, splits) first")
     if not has_classes(dataset, self.classnames): return None  # the cache votes for other classes
-    return lambda feats: self.adapter(feats.float().cpu()).to(feats.device)
+    return lambda feats: self.adapter.to(feats.device)(feats.float())  # on the features' device: no round trip
 
 # %% ../nbs/50_tip.ipynb #7caea618
 @patch

@@ -12,3 +12,22 @@ def train_yaml(tmp_path, capsys):
         assert train_main(['--config', str(cfg), '--no-progress', 'OUTPUT_DIR', str(out)]) == 0, capsys.readouterr().err
         return out, json.loads((out/'metrics.json').read_text())
     return run
+
+SLOW_COMMAND = "pytest -q --slow tests/test_real_arch.py (or CLIP_STRATEGIES_SLOW=1 pytest -q tests)"
+
+def pytest_addoption(parser):
+    parser.addoption('--slow', action='store_true', default=False, help="also run the tests marked slow (the real-architecture tier)")
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', "slow: long tests (every strategy on ViT-B-32, ViT-B-16 and RN50), skipped unless --slow or CLIP_STRATEGIES_SLOW=1")
+
+def slow_enabled(config)->bool:
+    "Whether the slow tier runs: `--slow` on the command line or `CLIP_STRATEGIES_SLOW=1` in the environment."
+    import os
+    return config.getoption('--slow') or os.environ.get('CLIP_STRATEGIES_SLOW', '').lower() in ('1', 'true', 'yes', 'on')
+
+def pytest_collection_modifyitems(config, items):
+    if slow_enabled(config): return
+    skip = pytest.mark.skip(reason=f"slow: run it with {SLOW_COMMAND}")
+    for item in items:
+        if 'slow' in item.keywords: item.add_marker(skip)
