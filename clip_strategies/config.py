@@ -78,7 +78,7 @@ SCHEMA = {
     'TRAIN.PRECISION': Field(PRECISIONS[0], (str,), "fp32, or autocast with fp32 master weights (bf16, fp16)", PRECISIONS),
     'TRAIN.GRAD_ACCUM_STEPS': Field(1, (int,), "micro-batches per optimizer step (the contrastive loss sees them all as one batch of negatives)", minimum=1),
     'MODEL.BACKBONE.NAME': Field('mini', (str,), "'mini' or an open_clip model name (ViT-B/16 spelling accepted)"),
-    'MODEL.BACKBONE.PRETRAINED': Field(None, (str, _N), "open_clip pretrained tag or local weights file"),
+    'MODEL.BACKBONE.PRETRAINED': Field(None, (str, _N), "open_clip pretrained tag or local weights file; null or \"\": the real architecture with random weights (offline)"),
     'TRAINER.NAME': Field('full', (str, list), "the strategy (see list_strategies()), or a list of strategies applied in order"),
     'DATASET.NAME': Field('mini_shift', (str,), "dataset name (see list_datasets())"),
     'DATASET.ROOT': Field('', (str,), "dataset root folder (not needed by the mini lab)"),

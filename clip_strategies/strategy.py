@@ -11,8 +11,9 @@ __all__ = ['STRATEGY_MODULES', 'LEARNED_FORMAT', 'FITTED', 'COMBINATION_RECIPES'
            'Options', 'Trains', 'Adds', 'Scores', 'Fits', 'Supports', 'Strategy', 'Selection', 'adamw_recipe',
            'dassl_recipe', 'register_strategy', 'import_strategy_module', 'list_strategies', 'get_strategy_class',
            'registered_strategies', 'load_strategies', 'get_strategy', 'ZeroShot', 'base_strategy', 'check_strategy',
-           'StrategyRecord', 'strategy_record', 'added_parameters', 'Addition', 'strategy_spec', 'save_learned',
-           'read_learned', 'load_learned', 'recipe_conflicts', 'combination_recipe', 'AskParts', 'Combined']
+           'StrategyRecord', 'strategy_record', 'added_parameters', 'Addition', 'strategy_spec', 'running_stats',
+           'save_learned', 'read_learned', 'load_learned', 'recipe_conflicts', 'combination_recipe', 'AskParts',
+           'Combined']
 
 # %% ../nbs/14_strategy.ipynb #7136875d
 import torch
@@ -455,6 +456,11 @@ def strategy_spec(strategy:Strategy)->dict|list:
     if parts is not None: return [strategy_spec(p) for p in parts]
     return dict(name=strategy.name, **strategy.get_options())
 
+def running_stats(model:nn.Module)->list:
+    "Names of the statistics a forward pass in train mode updates: BatchNorm's running mean, variance and count (RN50)."
+    return [f'{m}.{b}' if m else b for m, mod in model.named_modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)
+            for b, _ in mod.named_buffers(recurse=False)]
+
 def save_learned(strategy:Strategy, # the strategy applied to `model`
                  model:nn.Module, # the adapted (trained) model
                  path, # where to write (`.safetensors`)
@@ -462,6 +468,7 @@ def save_learned(strategy:Strategy, # the strategy applied to `model`
                 ):
     "Write the parameters `strategy` added to `model`, with what is needed to load them again; returns the path."
     names, fitted = strategy.learned_names(model), strategy.fitted_state()
+    if names: names = names + running_stats(model)  # training in train mode moved them: the part is not the same without them
     if not names and not fitted: raise StrategyError(f"Strategy {strategy.name!r} adds no parameters to the model and fits "
                                                      f"nothing outside it: save the whole model's state dict instead")
     sd = model.state_dict()
@@ -495,6 +502,7 @@ def load_learned(model:nn.Module, # a fresh model of the backbone the file was t
     strategy.apply(model)
     strategy.load_fitted_state(fitted)
     sd, names = model.state_dict(), strategy.learned_names(model)
+    if names: names = names + running_stats(model)
     wrong = {n: (list(t.shape), list(sd[n].shape) if n in sd else None) for n, t in tensors.items()
              if n not in names or list(sd[n].shape) != list(t.shape)}
     if wrong or set(names) != set(tensors):

@@ -28,7 +28,7 @@ __all__ = ['CACHE_FORMAT', 'COMMON_FIELDS', 'DATASET_FIELDS', 'CACHE_WAY_OUT', '
            'read_cache', 'cache_provenance', 'refuse_mismatch', 'select_classes', 'load_cache', 'slot_cache',
            'slot_adapter', 'merge_cache', 'KeyBatches', 'AugmentedPasses', 'SetEpochCB', 'key_loader', 'FreshViews',
            'val_accuracy', 'finetune_keys', 'model_fingerprint', 'valid_cache_path', 'cache_file', 'tip_settings',
-           'tip_recipe', 'check_grid', 'Tip', 'TipF']
+           'tip_recipe', 'tip_f_recipe', 'check_grid', 'Tip', 'TipF']
 
 # %% ../nbs/50_tip.ipynb #f32bbf91
 class TipAdapter(nn.Module):
@@ -412,14 +412,18 @@ def tip_settings(name:str|None, # the dataset's name (one of the 11 in any spell
     if table_key(name) in TIP_CONFIGS: return row
     return row | OWN_INIT | dict(search_scale=list(LAB_SEARCH_SCALES.get(str(name).lower(), row['search_scale'])))
 
-def tip_recipe(name:str, # 'tip' or 'tip_f': whose option keys
-               dataset:str|None=None, # the dataset whose settings to read
+def tip_recipe(dataset:str|None=None, # the dataset whose settings to read
+               prefix:str='TRAINER.TIP', # whose option keys
               )->dict:
-    "The authors' recipe on real CLIP as option keys: the cache's passes, and for Tip-F the keys' training (RECIPES.md §1.5)."
-    row = tip_settings(dataset)
-    keys = {'AUGMENT_EPOCH': row['augment_epoch']}
-    if name == 'tip_f': keys |= {'EPOCHS': row['train_epoch'], 'LR': row['lr'], 'EPS': 1e-4, 'BATCH_SIZE': 256, 'FRESH_VIEWS': True}
-    return {f'TRAINER.{name.upper()}.{k}': v for k, v in keys.items()}
+    "Tip-Adapter's recipe on real CLIP as option keys: the cache's augmented passes (RECIPES.md §1.5)."
+    return {f'{prefix}.AUGMENT_EPOCH': tip_settings(dataset)['augment_epoch']}
+
+def tip_f_recipe(dataset:str|None=None, # the dataset whose settings to read
+                )->dict:
+    "Tip-F's: Tip's cache passes, and the keys' training (the dataset's epochs and rate, batch 256, fresh views each epoch)."
+    row, prefix = tip_settings(dataset), 'TRAINER.TIP_F'
+    keys = dict(EPOCHS=row['train_epoch'], LR=row['lr'], EPS=1e-4, BATCH_SIZE=256, FRESH_VIEWS=True)
+    return tip_recipe(dataset, prefix) | {f'{prefix}.{k}': v for k, v in keys.items()}
 
 GRID_ALLOWED = {'search_scale': 'two numbers [beta scale, alpha scale], each above 0.1 (the grid starts there)',
                 'search_step': 'two positive integers [beta steps, alpha steps]'}
@@ -436,7 +440,7 @@ class Tip(Strategy):
     "Tip-Adapter: CLIP frozen; a cache of the few-shot features votes next to the zero-shot weights; alpha/beta searched on val."
     trains, tasks, names_new_classes = False, ('classification',), False
     config_keys = TIP_CONFIG_KEYS
-    real_recipe, real_recipe_by = tip_recipe('tip'), 'authors'
+    real_recipe, real_recipe_by, authors_recipe = tip_recipe(), 'authors', staticmethod(tip_recipe)
     real_recipe_source = ("RECIPES.md §1.5, §2.2: Tip:utils.py#L38-71, Tip:configs/<dataset>.yaml#L30 (10 augmented passes); "
                           "α, β and the search grid of each dataset (Tip:configs/<dataset>.yaml#L17-21) are read at fit by tip_settings")
     def __init__(self, alpha:float|None=None, # weight of the cache term without search, and Tip-F's (None: the dataset's, `tip_settings`)
@@ -463,14 +467,15 @@ class Tip(Strategy):
         for opt in ('search_scale', 'search_step'): check_grid(self.name, opt, getattr(self, opt))
         self.adapter, self.found, self.classnames, self.settings = None, None, None, None
 
-    @classmethod
-    def recipe_for(cls, backbone:str, dataset:str|None=None, shots:int=16)->dict:
-        "The mini lab's recipe on 'mini'; on real CLIP the authors' for `dataset` (`tip_recipe`: EuroSAT's 100 epochs for Tip-F)."
-        return super().recipe_for(backbone, dataset, shots) if backbone == 'mini' else tip_recipe(cls.name, dataset)
-
     def apply(self, model:nn.Module)->nn.Module:
         "Freeze CLIP: Tip learns nothing inside the model."
         return freeze(model)
+
+# %% ../nbs/50_tip.ipynb #3529ea56
+@patch(cls_method=True)
+def recipe_for(cls:Tip, backbone:str, dataset:str|None=None, shots:int=16)->dict:
+    "The mini lab's recipe on 'mini'; on real CLIP the authors' for `dataset` (`tip_recipe`, `tip_f_recipe`: EuroSAT's 100 epochs for Tip-F)."
+    return Strategy.recipe_for.__func__(cls, backbone, dataset, shots) if backbone == 'mini' else cls.authors_recipe(dataset)
 
 # %% ../nbs/50_tip.ipynb #aa3bcd17
 @patch
@@ -560,7 +565,7 @@ def load_fitted_state(self:Tip, state:dict, # what `fitted_state` returned
 @register_strategy('tip_f')
 class TipF(Tip):
     "Tip-Adapter-F: Tip's cache keys fine-tuned (AdamW, cosine), the best trained epoch on validation kept, alpha/beta searched again."
-    real_recipe = tip_recipe('tip_f')
+    real_recipe, authors_recipe = tip_f_recipe(), staticmethod(tip_f_recipe)
     real_recipe_source = ("RECIPES.md §1.5, §2.2: Tip:main.py#L68-110 (AdamW eps 1e-4, cosine per step, no warm-up, a new view of "
                           "each image per epoch), Tip:main.py#L181 (batch 256), Tip:configs/<dataset>.yaml#L29-31 (lr 1e-3, "
                           "10 passes, 20 epochs, EuroSAT 100); the epoch is chosen on validation, where the release used test")

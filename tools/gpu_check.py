@@ -5,8 +5,8 @@ ViT-B/16 under bf16 and fp16 autocast; a table per cell and per strategy, and a 
     python tools/gpu_check.py --part strategies        # only the strategies (or --part notebooks)
     python tools/gpu_check.py --device cpu --part strategies --strategies coop --precisions fp32   # a dry run here
 
-Where pretrained weights cannot be fetched, the notebooks run with `CLIP_STRATEGIES_PRETRAINED=''` in their environment:
-the real-CLIP cells read the tag from it (default 'openai'); '' builds the real architecture with random weights.
+Where pretrained weights cannot be fetched, the notebooks run with `CLIP_STRATEGIES_RANDOM_WEIGHTS=1` in their environment:
+their real-CLIP cells then build the real architecture with random weights (and say so) instead of skipping.
 The strategy part always uses random weights (`MODEL.BACKBONE.PRETRAINED ''`): it checks that each runs, not how well.
 Without CUDA (and without `--device cpu`) it says so and exits 1.
 """
@@ -67,7 +67,7 @@ def save_part(res:dict, arch:str, folder:Path)->tuple:
     learned = set(strategy.learned_names(model))
     part = save_learned(strategy, model, folder/'learned.safetensors', arch) if learned or strategy.fitted_state() else None
     sd, base = model.state_dict(), built(arch, str(next(model.parameters()).device.type))[0].state_dict()
-    changed = [n for n, b in model.named_buffers() if n in base and not torch.equal(b, base[n])]  # BatchNorm running statistics (RN50)
+    changed = [] if part else [n for n, b in model.named_buffers() if n in base and not torch.equal(b, base[n])]  # a whole-model save keeps BatchNorm's statistics; a learned part must carry them itself
     chosen = {n: sd[n] for n in trainable_names(model) + changed if n not in learned}
     if chosen: save_safetensors(chosen, folder/'selected.safetensors')
     return part, folder/'selected.safetensors' if chosen else None
@@ -152,8 +152,8 @@ def weights_fetchable(name:str='ViT-B-16', tag:str='openai')->bool:
     return real_clip_unavailable(name, tag, need_gpu=False) is None
 
 def run_notebooks(paths:list)->list:
-    "Every notebook's cells; the real-CLIP cells with random weights (`CLIP_STRATEGIES_PRETRAINED=''`) where weights cannot be fetched."
-    if not weights_fetchable(): os.environ['CLIP_STRATEGIES_PRETRAINED'] = ''; print("note: pretrained weights cannot be fetched: real-CLIP cells run with random weights")
+    "Every notebook's cells; the real-CLIP cells with random weights (`CLIP_STRATEGIES_RANDOM_WEIGHTS=1`) where weights cannot be fetched."
+    if not weights_fetchable(): os.environ['CLIP_STRATEGIES_RANDOM_WEIGHTS'] = '1'; print("note: pretrained weights cannot be fetched: real-CLIP cells run with random weights")
     return [r for p in paths for r in run_notebook(p)]
 
 def parse_args(argv=None):
