@@ -1,4 +1,5 @@
 "Shared fixtures."
+import signal
 import json
 import pytest
 from clip_strategies.cli import train_main
@@ -31,3 +32,7 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=f"slow: run it with {SLOW_COMMAND}")
     for item in items:
         if 'slow' in item.keywords: item.add_marker(skip)
+
+def terminal_ctrl_c():
+    "In the child: Ctrl-C as in a terminal (a shell's background job, CI's maybe, starts with SIGINT ignored)."
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -1,11 +1,13 @@
 "Issue 19: bad input and interruptions on the train command are refused clearly, and lose nothing."
 import json, os, signal, subprocess, sys, time
+from conftest import terminal_ctrl_c
 from pathlib import Path
 import pytest
 import clip_strategies.cli as cli
 from clip_strategies.cli import train_main
 
 QUICK = ['--config', 'mini', '--no-progress', 'DATASET.NUM_SHOTS', '2', 'DATASET.ALSO_TEST', '[]', 'TRAIN.PRINT_FREQ', '0']
+
 
 def refused(capsys, args:list, *words)->str:
     "Run the train command, check it exits 2 naming `words`, return its error."
@@ -75,7 +77,7 @@ def test_corrupt_checkpoint_names_the_file_and_the_way_out(tmp_path, capsys):  #
 def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):  # item 12
     out = tmp_path/'o'
     args = QUICK + ['TRAINER.NAME', 'bitfit', 'OPTIM.MAX_EPOCH', '400', 'OUTPUT_DIR', str(out)]
-    p = subprocess.Popen([sys.executable, '-m', 'clip_strategies.cli', *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, '-m', 'clip_strategies.cli', *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=terminal_ctrl_c)
     deadline = time.time() + 120
     while not list((out/'checkpoints').glob('last.json')) and time.time() < deadline and p.poll() is None: time.sleep(0.2)
     p.send_signal(signal.SIGINT)

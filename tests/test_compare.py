@@ -1,11 +1,13 @@
 """`clip_strategies_compare` end to end: the table, plots and ranking; a rerun redoes nothing; a killed comparison resumes
 and redoes none of its finished runs; bad input is refused before anything runs."""
 import csv, json, os, signal, subprocess, sys, time
+from conftest import terminal_ctrl_c
 from pathlib import Path
 
 from clip_strategies.compare import compare_main
 
 QUICK = ['--config', 'mini', '--shots', '2', '--no-progress']
+
 
 def finished_runs(out:Path)->dict:
     "{run folder: mtime of its metrics.json} for every finished run."
@@ -84,7 +86,8 @@ def start_comparison(out:Path, epochs:int=400)->tuple:
     "A comparison in a subprocess whose one run trains long enough to be caught running; returns (process, its args)."
     args = [*QUICK, '--strategies', 'bitfit', '--seeds', '1', '--out', str(out), 'DATASET.ALSO_TEST', '[]', 'OPTIM.MAX_EPOCH', str(epochs)]
     p = subprocess.Popen([sys.executable, '-m', 'clip_strategies.compare', *args], start_new_session=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=terminal_ctrl_c)
     log, deadline = out/'runs'/'bitfit'/'2shot_seed1'/'log.txt', time.time() + 120
     while not (log.exists() and ' runs ' in log.read_text()) and time.time() < deadline and p.poll() is None: time.sleep(0.2)
     assert children_of(out), p.communicate()  # the child has loaded the library and runs
