@@ -13,7 +13,7 @@ __all__ = ['COOP_DATASETS_URL', 'COOP_LAYOUTS', 'LAYOUTS', 'expected_files', 'la
            'coop_folder', 'check_images_exist', 'read_split_file', 'read_classnames_file', 'benchmark_dataset']
 
 # %% ../nbs/04b_benchmarks.ipynb #79d15c35
-from .core import check_name
+from .core import check_name, first_few
 from .tables import DASSL_NAMES
 from .data import (ClassificationDataset, DatasetUnavailableError, DATASET_TEMPLATES, TORCHVISION_DATASETS, IMAGE_EXTENSIONS,
                    EUROSAT_CLASSNAMES, CALTECH101_CLASSNAMES, CALTECH101_IGNORED, register_dataset, get_dataset,
@@ -124,7 +124,7 @@ def check_images_exist(paths:list, # the image paths a split lists
     hint = (" None of them exists: is the file for another dataset, or are the images in another folder?"
             if len(missing) == len(paths) else "")
     raise FileNotFoundError(f"{source}: {len(missing)} of {len(paths)} listed images are missing under {str(image_root)!r}, e.g. "
-                            f"{', '.join(repr(str(p)) for p in missing[:3])}.{hint}")
+                            f"{first_few([repr(str(p)) for p in missing], 3)}.{hint}")
 
 def read_split_file(path, # a split_zhou_*.json
                     image_root, # the folder its paths are relative to

@@ -8,18 +8,18 @@ import argparse, contextlib, json, math, os, shlex, shutil, subprocess, sys, tim
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['other_test_sets', 'RUN_FILES', 'USER_ERRORS', 'RUN_ERRORS', 'PUBLISHED', 'PUBLISHED_SCOPE', 'RANDOM_WEIGHTS_ENV',
-           'backbone_input', 'image_transforms', 'dataset_root', 'drawn_splits', 'file_splits', 'build_splits',
-           'unseen_class_words', 'check_output_dir', 'clear_run', 'run_context', 'make_learner', 'git_commit',
-           'evaluated_weights', 'transform_steps', 'split_file_card', 'recipe_card', 'train', 'run', 'protocol_run',
-           'command_parser', 'parse_args', 'resolve_config', 'train_main', 'interrupted_note', 'parse_splits_args',
-           'write_config_splits', 'check_config_splits', 'splits_main', 'random_weights', 'real_clip_skip',
-           'yours_vs_paper', 'paper_run']
+__all__ = ['other_test_sets', 'RUN_FILES', 'USER_ERRORS', 'RUN_ERRORS', 'RANDOM_WEIGHTS_ENV', 'backbone_input',
+           'image_transforms', 'dataset_root', 'drawn_splits', 'file_splits', 'build_splits', 'unseen_class_words',
+           'check_output_dir', 'clear_run', 'run_context', 'make_learner', 'git_commit', 'evaluated_weights',
+           'transform_steps', 'split_file_card', 'recipe_card', 'train', 'run', 'protocol_run', 'command_parser',
+           'parse_args', 'resolve_config', 'train_main', 'interrupted_note', 'parse_splits_args', 'write_config_splits',
+           'check_config_splits', 'splits_main', 'random_weights', 'real_clip_skip', 'yours_vs_paper', 'paper_run']
 
 # %% ../nbs/41_cli.ipynb #6ae51048
 import torch
 from torchvision import transforms as T
 from .core import count_params, best_precision, seed_everything, save_safetensors, atomic_write, is_main_process, process_rank, folder_lock
+from .tables import PUBLISHED, PUBLISHED_SCOPE
 from .models import load_clip, WeightsUnavailableError, real_clip_unavailable
 from .data import get_dataset, few_shot_splits, build_transform, dataset_attr, split_checksum, DatasetUnavailableError, UnreadableImageError
 import clip_strategies.benchmarks  # registers the field's datasets (CoOp's layouts) under their names
@@ -379,9 +379,6 @@ def splits_main(argv=None)->int:
 if __name__ == '__main__': sys.exit(train_main())
 
 # %% ../nbs/41_cli.ipynb #ff3d3723
-PUBLISHED = dict(zeroshot=65.4, linear_probe=78.4, coop=79.0, cocoop=75.0, kgcoop=77.3, clip_adapter=79.9, tip=76.4, tip_f=81.2,
-                 gda=81.7, lora=82.9)  # top-1 %, ViT-B/16, 16 shots, mean of CoOp's 11 datasets (REFERENCE.md; CLIP-SVD README)
-PUBLISHED_SCOPE = "ViT-B/16, 16 shots, mean of CoOp's 11 datasets"
 RANDOM_WEIGHTS_ENV = 'CLIP_STRATEGIES_RANDOM_WEIGHTS'  # '1': real-CLIP cells use random weights instead of skipping
 
 def random_weights()->bool: return os.environ.get(RANDOM_WEIGHTS_ENV, '') not in ('', '0')

@@ -9,7 +9,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'get_device', 'best_precision', 'seed_everything', 'process_rank', 'is_main_process', 'UnknownNameError',
-           'close_matches', 'unknown_name', 'check_name', 'cache_dir', 'atomic_write', 'save_safetensors',
+           'close_matches', 'first_few', 'unknown_name', 'check_name', 'cache_dir', 'atomic_write', 'save_safetensors',
            'read_safetensors', 'load_state_dict', 'FolderInUseError', 'lock_details', 'read_holder', 'holder_text',
            'folder_lock', 'trainable_numel', 'count_params', 'ToRGB', 'results_file']
 
@@ -63,6 +63,14 @@ def close_matches(value, # the name given
     "The allowed names closest to `value` (case-insensitive)."
     table = {str(a).lower(): a for a in allowed}
     return [table[m] for m in difflib.get_close_matches(str(value).lower(), list(table), n=n, cutoff=0.6)]
+
+def first_few(items:list, # what to name (anything `str` takes)
+              n:int=5, # how many to name
+              sep:str=', ', # between them
+             )->str:
+    "The first `n` of `items` joined by `sep`, and how many more: `'a, b and 3 more'`."
+    shown = [str(x) for x in items[:n]]
+    return sep.join(shown) + (f" and {len(items) - n} more" if len(items) > n else '')
 
 def unknown_name(what:str, # what is named, e.g. 'strategy'; a '{}' in it says where the name goes ('option {} of x')
                  value, # the name given

@@ -12,14 +12,14 @@ from typing import Callable
 __all__ = ['OPENAI_TEMPLATES', 'DATASET_TEMPLATES', 'TEMPLATE_SETS', 'DATASET_ALIASES', 'SPLITS', 'IMAGE_EXTENSIONS',
            'SPLIT_SEED', 'TORCHVISION_DATASETS', 'EUROSAT_CLASSNAMES', 'CALTECH101_CLASSNAMES', 'CALTECH101_IGNORED',
            'RECALL_KS', 'SUBSAMPLE_CHOICES', 'CLIP_MEAN', 'CLIP_STD', 'TRANSFORM_NAMES', 'RANDOM_TRANSFORMS',
-           'INTERPOLATIONS', 'check_templates', 'get_templates', 'register_dataset', 'list_datasets', 'get_dataset',
-           'UnreadableImageError', 'load_image', 'ClassificationDataset', 'LabeledSubset', 'stratified_split',
-           'image_folder', 'DatasetUnavailableError', 'data_dir', 'socket_timeout', 'open_torchvision',
-           'torchvision_dataset', 'text_lines', 'read_captions', 'CaptionDataset', 'check_retrieval_size',
-           'caption_dataset', 'few_shot_indices', 'dassl_few_shot', 'class_halves', 'ClassSubset', 'subsample_classes',
-           'few_shot_splits', 'item_labels', 'split_positions', 'split_checksum', 'check_transform_names',
-           'build_transform', 'has_random_augmentation', 'dataset_attr', 'has_classes', 'random_augmentation',
-           'augment_images', 'with_transform']
+           'INTERPOLATIONS', 'check_templates', 'dataset_key', 'get_templates', 'register_dataset', 'list_datasets',
+           'get_dataset', 'UnreadableImageError', 'load_image', 'ClassificationDataset', 'LabeledSubset',
+           'stratified_split', 'image_folder', 'DatasetUnavailableError', 'data_dir', 'socket_timeout',
+           'open_torchvision', 'torchvision_dataset', 'text_lines', 'jsonl_rows', 'read_captions', 'CaptionDataset',
+           'check_retrieval_size', 'caption_dataset', 'few_shot_indices', 'dassl_few_shot', 'class_halves',
+           'ClassSubset', 'subsample_classes', 'few_shot_splits', 'item_labels', 'split_positions', 'split_checksum',
+           'check_transform_names', 'build_transform', 'has_random_augmentation', 'dataset_attr', 'has_classes',
+           'random_augmentation', 'augment_images', 'with_transform']
 
 # %% ../nbs/04_data.ipynb #16aabdf7
 import torch
@@ -82,6 +82,12 @@ DATASET_ALIASES = {'oxford_flowers': 'flowers102', 'oxford_iiit_pet': 'oxford_pe
 def _key(name:str)->str:
     "Lower-case `name` without separators, for loose matching."
     return re.sub(r'[^a-z0-9]', '', name.lower())
+
+def dataset_key(name, # a dataset name, e.g. 'Oxford-Flowers'
+               )->str: # equal keys: the same dataset
+    "A dataset name without case or separators, its alias resolved (`'Oxford-Flowers'` → `'flowers102'`)."
+    k = _key(str(name))
+    return _key(next((c for a, c in DATASET_ALIASES.items() if _key(a) == k), k))
 
 def _match_name(name, # the name asked for
                 names, # canonical names
@@ -440,7 +446,7 @@ def _csv_rows(path:Path)->list[tuple[int, dict]]:
     reader.fieldnames = header
     return [(reader.line_num, row) for row in reader]
 
-def _jsonl_rows(path:Path)->list[tuple[int, dict]]:
+def jsonl_rows(path:Path)->list[tuple[int, dict]]:
     "`(line number, parsed object)` pairs of the non-blank lines of a JSONL file."
     rows = []
     for i, line in text_lines(path):
@@ -453,7 +459,7 @@ def _caption_rows(path:Path)->list[tuple[int, dict]]:
     "`(line number, row)` pairs of a CSV or JSONL file."
     suffix = path.suffix.lower()
     if suffix == '.csv': return _csv_rows(path)
-    if suffix in ('.jsonl', '.ndjson'): return _jsonl_rows(path)
+    if suffix in ('.jsonl', '.ndjson'): return jsonl_rows(path)
     raise ValueError(f"Caption file {str(path)!r} must end in .csv or .jsonl, got {suffix!r}")
 
 # %% ../nbs/04_data.ipynb #875e065c

@@ -14,7 +14,7 @@ __all__ = ['OPTIMIZERS', 'SCHEDULES', 'WARMUPS', 'LR_UPDATES', 'no_weight_decay'
 # %% ../nbs/07_optim.ipynb #1f9e7b74
 import torch
 from torch import nn
-from .core import check_name
+from .core import check_name, first_few
 from .callback import Callback, CancelTrainException
 
 # %% ../nbs/07_optim.ipynb #8fd1f423
@@ -71,8 +71,7 @@ def check_param_groups(model:nn.Module, # the model the groups are for
                       )->list: # `groups`, unchanged
     "Raise `ValueError` unless `groups` holds every trainable tensor of `model` exactly once and nothing else."
     problems = param_group_problems(model, groups)
-    if problems: raise ValueError('bad param groups:\n  ' + '\n  '.join(problems[:20]) +
-                                  (f'\n  ... and {len(problems) - 20} more' if len(problems) > 20 else ''))
+    if problems: raise ValueError('bad param groups:\n  ' + first_few(problems, 20, '\n  '))
     return groups
 
 # %% ../nbs/07_optim.ipynb #6952735d

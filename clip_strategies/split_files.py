@@ -4,7 +4,7 @@
 
 # %% ../nbs/04c_split_files.ipynb #b168a8e8
 from __future__ import annotations
-import hashlib, json, os, re
+import hashlib, json, os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -16,8 +16,8 @@ __all__ = ['CHUNK', 'FORMAT', 'FORMAT_VERSION', 'FILE_SPLITS', 'SUBSET_FIELDS', 
 
 # %% ../nbs/04c_split_files.ipynb #7dc1a1bb
 from tqdm.auto import tqdm
-from .core import atomic_write
-from .data import ClassificationDataset, LabeledSubset, DATASET_ALIASES, dataset_attr, item_labels, split_positions, get_templates
+from .core import atomic_write, first_few
+from .data import ClassificationDataset, LabeledSubset, dataset_key, jsonl_rows, dataset_attr, item_labels, split_positions, get_templates
 from . import __version__
 
 # %% ../nbs/04c_split_files.ipynb #b694c0fd
@@ -115,14 +115,11 @@ def write_split_file(splits:dict, # `train` and `val` datasets, as `data.few_sho
 def _json_lines(path:Path)->list[dict]:
     "The file's lines as JSON objects; a line that is not one is an error naming it."
     if not path.is_file(): raise FileNotFoundError(f"No split file {str(path)!r}")
-    out = []
-    for n, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
-        if not line.strip(): continue
-        try: row = json.loads(line)
-        except json.JSONDecodeError as e: raise SplitFileError(f"Split file {str(path)!r}, line {n} is not JSON ({e}): was it edited?") from None
-        if not isinstance(row, dict): raise SplitFileError(f"Split file {str(path)!r}, line {n} is not a JSON object")
-        out.append(row)
-    return out
+    try: rows = jsonl_rows(path)
+    except ValueError as e: raise SplitFileError(f"Split file {e}: was it edited?") from None
+    bad = [n for n, row in rows if not isinstance(row, dict)]
+    if bad: raise SplitFileError(f"Split file {str(path)!r}, line {bad[0]} is not a JSON object")
+    return [row for _, row in rows]
 
 def _check_header(header:dict, path:Path)->dict:
     "The header, if it is one this version reads."
@@ -146,16 +143,9 @@ def read_split_header(path, # a split file
     return _check_header(header if isinstance(header, dict) else {}, path)
 
 # %% ../nbs/04c_split_files.ipynb #4e388f9d
-_ALIASES = {re.sub(r'[^a-z0-9]', '', a): c for a, c in DATASET_ALIASES.items()}
-
-def _dataset_key(name)->str:
-    "A dataset name without case and separators, aliases resolved."
-    k = re.sub(r'[^a-z0-9]', '', str(name).lower())
-    return re.sub(r'[^a-z0-9]', '', _ALIASES.get(k, k))
-
 def same_dataset(a:str, b:str)->bool:
     "Whether two dataset names mean the same dataset (case, '-', '_' and aliases do not matter)."
-    return _dataset_key(a) == _dataset_key(b)
+    return dataset_key(a) == dataset_key(b)
 
 def check_split_dataset(header:dict, # a split file's header
                         name:str|None, # the dataset the run reads (DATASET.NAME); None: any
@@ -174,10 +164,6 @@ def _check_checksum(header:dict, lines:list, path:Path):
                              f"its header says {str(header['checksum'])[:16]}… (write it again with clip_strategies_splits)")
 
 # %% ../nbs/04c_split_files.ipynb #4e71a511
-def _few(paths:list, n:int=5)->str:
-    "The first `n` of `paths`, and how many more."
-    return ', '.join(paths[:n]) + (f" and {len(paths) - n} more" if len(paths) > n else '')
-
 def check_images(lines:list[dict], # a split file's item lines
                  root, # the dataset root their paths are relative to
                  path=None, # the split file, for the message
@@ -189,7 +175,7 @@ def check_images(lines:list[dict], # a split file's item lines
     missing = [r['path'] for r, h in zip(lines, shas) if h is None]
     changed = [r['path'] for r, h in zip(lines, shas) if h is not None and h != r['sha256']]
     if missing or changed:
-        what = '; '.join(f"{len(ps)} {w}: {_few(ps)}" for w, ps in (('missing', missing), ('changed', changed)) if ps)
+        what = '; '.join(f"{len(ps)} {w}: {first_few(ps)}" for w, ps in (('missing', missing), ('changed', changed)) if ps)
         raise SplitFileError(f"{len(missing) + len(changed)} of the {len(lines)} images of split file {str(path)!r} are not the ones it "
                              f"was written from (under {str(root)!r}): {what}")
 

@@ -559,6 +559,8 @@ def load_fitted_state(self:Tip, state:dict, # what `fitted_state` returned
     "Rebuild the fitted adapter from `fitted_state` (an empty state: not fitted)."
     if not state: self.adapter = None; return
     self.adapter = slot_adapter(state['text_weights'], state['cache_keys'], state['cache_values'], state['alpha'], state['beta'])
+    keys = state['cache_keys'].detach().float().clone()  # as saved: Tip-F's fine-tuned keys are not unit length
+    self.adapter.cache_keys = nn.Parameter(keys.to(self.adapter.cache_keys.device), requires_grad=False)
     self.found, self.classnames = state.get('found'), list(state['classnames'])
 
 # %% ../nbs/50_tip.ipynb #c9ce0d2b

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
+from .core import first_few
 from .data import get_templates, dataset_attr, RECALL_KS, check_retrieval_size
 from .anatomy import text_trimmable, trim_tokens, encode_text_trimmed
 
@@ -201,7 +202,7 @@ def unseen_words(tokenizer, # a tokenizer; only those with an `unseen_words(text
 
 def unseen_words_message(words:list)->str:
     "The sentence that tells a user about unseen class-name words."
-    shown = ', '.join(repr(w) for w in words[:8]) + (f' and {len(words) - 8} more' if len(words) > 8 else '')
+    shown = first_few([repr(w) for w in words], 8)
     return (f"The backbone never saw {len(words)} word(s) of the class names in pretraining ({shown}): zero-shot "
             f"accuracy will be near chance; training the text side or a head can still learn them.")
 

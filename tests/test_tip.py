@@ -306,3 +306,20 @@ def test_tip_f_recipe_keys_build_the_options():
     assert (s.epochs, s.lr, s.eps, s.batch_size, s.augment_epoch, s.fresh_views) == (100, 1e-3, 1e-4, 256, 10, True)
     s = load_config(None, {'TRAINER.NAME': 'tip', 'TRAINER.TIP.AUGMENT_EPOCH': 3, **Tip.recipe_for('ViT-B/16', 'eurosat', 16)}).build_strategy()
     assert s.augment_epoch == 10
+
+def test_a_reloaded_tip_f_keeps_its_trained_keys_and_logits(tmp_path):
+    "Tip-F's fine-tuned keys are not unit length; loading them back keeps them as saved, so the logits are the trained ones "
+    "(before: the loader normalised them again and the logits moved by 0.13 on ViT-B-16)."
+    from clip_strategies.models import load_clip
+    from clip_strategies.strategy import load_learned, read_learned
+    out = tmp_path/'tip_f'
+    assert train_main(['--config', 'mini', *QUICK, 'DATASET.ALSO_TEST', '[]', 'TRAINER.NAME', 'tip_f', 'TRAINER.TIP_F.AUGMENT_EPOCH', '2',
+                       'TRAINER.TIP_F.EPOCHS', '3', 'TRAINER.TIP_F.LR', '0.05', 'OUTPUT_DIR', str(out)]) == 0
+    _, _, fitted = read_learned(out/'learned.safetensors', 'mini')
+    saved = fitted['cache_keys']
+    assert (saved.norm(dim=-1) - 1).abs().max() > 1e-3  # the trained keys left the unit sphere: the case that went wrong
+    loaded = load_learned(load_clip('mini', device='cpu')[0], out/'learned.safetensors', 'mini')
+    assert torch.equal(loaded.adapter.cache_keys.detach(), saved)
+    feats = torch.nn.functional.normalize(torch.randn(5, saved.shape[1]), dim=-1)
+    a = fitted['alpha'] * torch.exp(-fitted['beta'] * (1 - feats @ saved.t())) @ fitted['cache_values']
+    torch.testing.assert_close(loaded.adapter(feats), 100 * feats @ fitted['text_weights'].t() + a)
