@@ -15,11 +15,11 @@ __all__ = ['OPENAI_TEMPLATES', 'DATASET_TEMPLATES', 'TEMPLATE_SETS', 'DATASET_AL
            'INTERPOLATIONS', 'check_templates', 'dataset_key', 'get_templates', 'register_dataset', 'list_datasets',
            'get_dataset', 'UnreadableImageError', 'load_image', 'ClassificationDataset', 'LabeledSubset',
            'stratified_split', 'image_folder', 'DatasetUnavailableError', 'data_dir', 'socket_timeout',
-           'open_torchvision', 'torchvision_dataset', 'text_lines', 'jsonl_rows', 'read_captions', 'CaptionDataset',
-           'check_retrieval_size', 'caption_dataset', 'few_shot_indices', 'dassl_few_shot', 'class_halves',
-           'ClassSubset', 'subsample_classes', 'few_shot_splits', 'item_labels', 'split_positions', 'split_checksum',
-           'check_transform_names', 'build_transform', 'has_random_augmentation', 'dataset_attr', 'has_classes',
-           'random_augmentation', 'augment_images', 'with_transform']
+           'open_torchvision', 'torchvision_dataset', 'text_lines', 'jsonl_rows', 'read_captions', 'image_groups',
+           'CaptionDataset', 'check_retrieval_size', 'caption_dataset', 'few_shot_indices', 'dassl_few_shot',
+           'class_halves', 'ClassSubset', 'subsample_classes', 'few_shot_splits', 'item_labels', 'split_positions',
+           'split_checksum', 'check_transform_names', 'build_transform', 'has_random_augmentation', 'dataset_attr',
+           'has_classes', 'random_augmentation', 'augment_images', 'with_transform']
 
 # %% ../nbs/04_data.ipynb #16aabdf7
 import torch
@@ -77,7 +77,8 @@ def check_templates(templates, # a template string or a list of them
     return templates
 
 # %% ../nbs/04_data.ipynb #0d47c6c7
-DATASET_ALIASES = {'oxford_flowers': 'flowers102', 'oxford_iiit_pet': 'oxford_pets', 'describable_textures': 'dtd'}
+DATASET_ALIASES = {'oxford_flowers': 'flowers102', 'oxford_iiit_pet': 'oxford_pets', 'describable_textures': 'dtd',
+                   'coco_karpathy': 'coco', 'flickr30k_karpathy': 'flickr30k'}
 
 def _key(name:str)->str:
     "Lower-case `name` without separators, for loose matching."
@@ -484,10 +485,19 @@ def read_captions(path, # a .csv (header with `image`, `caption`) or .jsonl file
     return [(p, c) for _, p, c in items]
 
 # %% ../nbs/04_data.ipynb #65c0fb3e
+def image_groups(paths:list, # one image path per caption
+                )->tuple[list[int], list[int]]: # (first position of each distinct image, image index of each caption)
+    "Group captions by their image: where each distinct image first appears, and which image each caption describes."
+    first, index = {}, []
+    for i, p in enumerate(paths):
+        if p not in first: first[p] = (len(first), i)
+        index.append(first[p][0])
+    return [i for _,i in first.values()], index
+
 class CaptionDataset(Dataset):
     "Image–caption pairs yielding `(image, caption)`; `captions` and `image_paths` list them without opening images."
     def __init__(self,
-                 items, # (image path, caption) pairs
+                 items, # (image path, caption) pairs; an image with several captions comes once per caption
                  transform:Callable|None=None, # applied to each PIL image
                  name:str='captions', # shown in messages
                 ):
@@ -496,6 +506,13 @@ class CaptionDataset(Dataset):
     def captions(self)->list[str]: return [c for _,c in self.items]
     @property
     def image_paths(self)->list[str]: return [p for p,_ in self.items]
+    @property
+    def text_to_image(self)->list[int]: return image_groups(self.image_paths)[1]  # for `retrieval_metrics`
+    def captions_by_image(self)->dict[str, list[str]]:
+        "Each distinct image path with its captions, in the order they come."
+        out = {}
+        for p, c in self.items: out.setdefault(p, []).append(c)
+        return out
     def __len__(self): return len(self.items)
     def __getitem__(self, i):
         path, caption = self.items[i]

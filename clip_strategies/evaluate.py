@@ -15,7 +15,7 @@ import torch
 from types import SimpleNamespace
 from torch import nn
 from .data import get_dataset, subsample_classes, dataset_attr
-from .benchmarks import COOP_LAYOUTS
+from .benchmarks import COOP_LAYOUTS, KARPATHY_LAYOUTS
 from .zeroshot import (class_text_features, split_features, classification_metrics, evaluate_retrieval,
                                       model_logit_scale, warn_unseen_words, evaluating)
 
@@ -54,7 +54,7 @@ def also_test_sets(cfg, test_transform, # a validated config, the run's test tra
                    full_test=None, # the whole test split, if already read
                   )->dict: # name -> dataset
     "The test sets beside the run's own: `DATASET.ALSO_TEST`, and the new classes when training on the base ones."
-    root = lambda n: (cfg['DATASET.ROOT'] or None) if n in COOP_LAYOUTS else None  # the field's benchmarks sit side by side
+    root = lambda n: (cfg['DATASET.ROOT'] or None) if n in COOP_LAYOUTS or n in KARPATHY_LAYOUTS else None  # the field's benchmarks sit side by side
     sets = {n: get_dataset(n, root(n), 'test', test_transform) for n in cfg['DATASET.ALSO_TEST']}
     if cfg['DATASET.SUBSAMPLE_CLASSES'] == 'base':
         sets[NEW_CLASSES] = subsample_classes(full_test if full_test is not None else full_test_split(cfg, test_transform), 'new')

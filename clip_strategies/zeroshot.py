@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from .core import first_few
-from .data import get_templates, dataset_attr, RECALL_KS, check_retrieval_size
+from .data import get_templates, dataset_attr, RECALL_KS, check_retrieval_size, image_groups
 from .anatomy import text_trimmable, trim_tokens, encode_text_trimmed
 
 # %% ../nbs/05_zeroshot.ipynb #414bbffc
@@ -313,11 +313,7 @@ def _unique_images(dataset)->tuple[list[int], list[int]]:
     "`(first item of each distinct image, image index of each item)`, from `dataset.image_paths` when it has them."
     paths = getattr(dataset, 'image_paths', None)
     if paths is None: return list(range(len(dataset))), list(range(len(dataset)))
-    first, index = {}, []
-    for i, p in enumerate(paths):
-        if p not in first: first[p] = (len(first), i)
-        index.append(first[p][0])
-    return [i for _,i in first.values()], index
+    return image_groups(paths)
 
 def evaluate_retrieval(model:nn.Module, # a CLIP model
                        tokenizer, # its tokenizer
