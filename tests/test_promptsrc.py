@@ -91,3 +91,26 @@ def test_a_bad_option_is_an_error_naming_it(tmp_path, capsys, key, value, name):
     assert train_main(['--config', 'mini', '--no-progress', 'TRAINER.NAME', 'promptsrc', key, value, 'OUTPUT_DIR', str(tmp_path/'o')]) == 2
     err = capsys.readouterr().err
     assert 'error:' in err and name in err, err
+
+def test_gpa_sum_survives_a_resume(tmp_path):
+    "A run cancelled after its second epoch and resumed from its checkpoint ends with the same aggregate as a straight run."
+    from clip_strategies.promptsrc import GPACB
+    from clip_strategies.checkpoint import CheckpointCB
+    from clip_strategies.callback import CancelFitException
+    class Stop(Callback):
+        run_after = ('gpa',)
+        def after_epoch(self, learn):
+            if learn.epoch == 1: raise CancelFitException
+    def fit(path, resume=False, stop=False):
+        torch.manual_seed(0)
+        x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+        model = nn.Linear(3, 2, bias=False)
+        dl = DataLoader(TensorDataset(x, y), batch_size=4)
+        cbs = [GPACB(2., 1.), CheckpointCB(path, resume=resume)] + ([Stop()] if stop else [])
+        learn = Learner(model, DataLoaders(dl, None), HeadClassification(), lr=0.5, epochs=4, cbs=cbs)
+        learn.opt_func = lambda m, lr: torch.optim.SGD(m.parameters(), lr=lr)
+        learn.fit()
+        return model.weight.detach()
+    straight = fit(tmp_path/'a')
+    fit(tmp_path/'b', stop=True)
+    torch.testing.assert_close(fit(tmp_path/'b', resume=True), straight, rtol=0, atol=1e-7)
