@@ -20,6 +20,7 @@ OPTIONS = {  # config keys that also exercise some options; every registered str
     'adapter': {'TRAINER.ADAPTER.REDUCTION': 8}, 'lora': {'TRAINER.LORA.RANK': 1}, 'clip_adapter': {'TRAINER.CLIP_ADAPTER.SIDE': 'both'},
     'tip': {'TRAINER.TIP.AUGMENT_EPOCH': 2}, 'tip_f': {'TRAINER.TIP_F.AUGMENT_EPOCH': 2},
     'linear_probe': {}, 'zs_linear': {}, 'gda': {}, 'lp_ft': {'TRAINER.LP_FT.STEPS': 2},
+    'promptsrc': {'TRAINER.PROMPTSRC.N_CTX_VISION': 2, 'TRAINER.PROMPTSRC.GPA_STD': 2.0},
 }
 
 def fits_something(s)->bool:
