@@ -16,7 +16,8 @@ __all__ = ['GRID_KEYS', 'PROTOCOLS', 'PROTOCOL_HEADLINES', 'DEFAULT_TARGETS', 'H
            'finished', 'write_request', 'peak_memory', 'run_one', 'die_with_parent', 'child_env', 'launch', 'stop',
            'tail', 'run_grid', 'set_score', 'forgetting', 'target_columns', 'card_columns', 'run_row', 'write_table',
            'score', 'mean_std', 'seed_mean', 'summary', 'ranking_table', 'plot_compare', 'ComparisonInterrupted',
-           'run_missing', 'compare', 'comma_list', 'parse_compare_args', 'run_child', 'report', 'compare_main']
+           'run_missing', 'compare', 'comma_list', 'parse_compare_args', 'run_child', 'report', 'compare_main',
+           'calibration_points', 'plot_calibration']
 
 # %% ../nbs/42_compare.ipynb #2317be11
 import torch
@@ -532,3 +533,35 @@ def compare_main(argv=None)->int:
 # %% ../nbs/42_compare.ipynb #01f2a40c
 #| eval: false
 if __name__ == '__main__': sys.exit(compare_main())
+
+# %% ../nbs/42_compare.ipynb #481bba5a
+def calibration_points(rows:list, # a comparison's rows
+                       shots:int|None=None, # the shot count to show (default: the most in the rows)
+                      )->list: # `dict(strategy, accuracy, ece, nll)` per strategy, seed means
+    "Each strategy's accuracy, ECE (in percent) and NLL at `shots`, averaged over its seeds (classification rows only)."
+    rows = [r for r in rows if r.get('ece') is not None and r.get('accuracy') is not None]
+    if not rows: raise ValueError("No classification rows with `accuracy` and `ece`: calibration is measured on classification runs")
+    k = max(r['shots'] for r in rows) if shots is None else shots
+    if k not in {r['shots'] for r in rows}: raise ValueError(f"No classification rows at {k} shots; the rows have {sorted({r['shots'] for r in rows})}")
+    mean = lambda xs: sum(xs) / len(xs)
+    by = {s: [r for r in rows if r['strategy'] == s and r['shots'] == k] for s in dict.fromkeys(r['strategy'] for r in rows)}
+    return [dict(strategy=s, shots=k, accuracy=mean([r['accuracy'] for r in rs]), ece=100 * mean([r['ece'] for r in rs]),
+                 nll=mean([r['nll'] for r in rs])) for s, rs in by.items() if rs]
+
+def plot_calibration(rows:list, # a comparison's rows
+                     shots:int|None=None, # as `calibration_points`
+                     path=None, # where to save the PNG (None: do not save)
+                    ):
+    "Accuracy against ECE and against NLL, one point per strategy: which adaptations leave their confidence trustworthy."
+    pts = calibration_points(rows, shots)
+    fig, axs = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    for ax, key in zip(axs, ('ece', 'nll')):
+        for p in pts:
+            ax.scatter(p[key], p['accuracy'], color='C3' if p['strategy'] == 'zeroshot' else 'C0')
+            ax.annotate(p['strategy'], (p[key], p['accuracy']), fontsize=7)
+    axs[0].set(xlabel='ECE (%, 15 bins; lower is better)', ylabel='test accuracy (%)', title=f"at {pts[0]['shots']} shots")
+    axs[1].set(xscale='log', xlabel='NLL (nats, log scale; lower is better)', title='zero-shot in red')
+    tick = lambda v, _: f'{v:g}' if round(v / 10 ** math.floor(math.log10(v))) in (1, 2, 5) else ''  # 1, 2, 5, 10, 20...
+    axs[1].xaxis.set_major_formatter(plt.FuncFormatter(tick)); axs[1].xaxis.set_minor_formatter(plt.FuncFormatter(tick))
+    if path is not None: fig.savefig(path, dpi=100, bbox_inches='tight')
+    return fig
