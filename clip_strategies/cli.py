@@ -35,7 +35,7 @@ from .config import load_config, config_path, Config, annotated_yaml
 from . import __version__
 from .strategy import save_learned, strategy_spec, get_strategy_class
 from .evaluate import (task_of, check_task_of, test_split, full_test_split, also_test_sets, evaluate, evaluate_sets,
-                                      class_scores, headline, base_to_new, NEW_CLASSES)
+                                      class_scores, headline, base_to_new, names_classes, NEW_CLASSES)
 
 # %% ../nbs/41_cli.ipynb #a1179a85
 def backbone_input(preprocess)->dict:
@@ -218,7 +218,8 @@ def train(cfg:Config, # a validated config (`load_config`)
     strategy.fit(model, tokenizer, {k: v for k, v in splits.items() if k != 'test'}, bs, run)  # on the trained model; never the test split
     after = evaluate(model, tokenizer, splits['test'], task, bs, strategy)
     also = {n: dict(before=also_before[n], after=evaluate(model, tokenizer, ds, task_of(ds), bs, strategy)
-                    if n != NEW_CLASSES or strategy.names_new_classes else None) for n, ds in also.items()}
+                    if n != NEW_CLASSES or strategy.names_new_classes else None,
+                    named=task_of(ds) != 'classification' or names_classes(model, tokenizer, ds, strategy)) for n, ds in also.items()}
     metrics = dict(strategy=strategy.name, spec=strategy_spec(strategy), backbone=cfg['MODEL.BACKBONE.NAME'], pretrained=cfg['MODEL.BACKBONE.PRETRAINED'],
                    dataset=cfg['DATASET.NAME'], task=task, num_shots=cfg['DATASET.NUM_SHOTS'], seed=cfg['SEED'],
                    trainable_params=trainable, total_params=total, train_seconds=round(time.time() - t0, 2),

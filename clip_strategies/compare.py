@@ -9,25 +9,28 @@ import contextlib, copy, ctypes, fcntl, shlex, signal, socket, threading
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['GRID_KEYS', 'parse_strategy', 'strategy_label', 'check_distinct', 'check_strategies', 'reads_key',
-           'strategy_overrides', 'run_overrides', 'check_overrides', 'check_combinations', 'check_grid',
-           'task_refusals', 'compare_record', 'read_json', 'check_out_folder', 'check_compare_dir', 'run_dir',
+__all__ = ['GRID_KEYS', 'PROTOCOLS', 'PROTOCOL_HEADLINES', 'DEFAULT_TARGETS', 'HEADLINE_TEXT', 'parse_strategy', 'strategy_label',
+           'check_distinct', 'check_strategies', 'reads_key', 'strategy_overrides', 'run_overrides', 'check_overrides',
+           'check_combinations', 'check_grid', 'task_refusals', 'check_protocol', 'protocol_targets',
+           'protocol_overrides', 'compare_record', 'read_json', 'check_out_folder', 'check_compare_dir', 'run_dir',
            'finished', 'write_request', 'peak_memory', 'run_one', 'die_with_parent', 'child_env', 'launch', 'stop',
-           'tail', 'run_grid', 'card_columns', 'run_row', 'write_table', 'score', 'mean_std', 'seed_mean', 'summary',
-           'ranking_table', 'plot_compare', 'ComparisonInterrupted', 'run_missing', 'compare', 'comma_list',
-           'parse_compare_args', 'run_child', 'report', 'compare_main']
+           'tail', 'run_grid', 'set_score', 'forgetting', 'target_columns', 'card_columns', 'run_row', 'write_table',
+           'score', 'mean_std', 'seed_mean', 'summary', 'ranking_table', 'plot_compare', 'ComparisonInterrupted',
+           'run_missing', 'compare', 'comma_list', 'parse_compare_args', 'run_child', 'report', 'compare_main',
+           'calibration_points', 'plot_calibration']
 
 # %% ../nbs/42_compare.ipynb #2317be11
 import torch
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
-from .core import atomic_write, close_matches, folder_lock, FolderInUseError
+from .core import atomic_write, close_matches, folder_lock, FolderInUseError, check_name
 from .models import load_clip
-from .data import get_dataset, few_shot_indices
+from .data import get_dataset, few_shot_indices, list_datasets
 from .strategy import list_strategies, get_strategy, StrategyError, Combined
 from .checkpoint import has_checkpoint
 from .config import load_config, parse_overrides
-from .evaluate import task_of
+from .evaluate import task_of, NEW_CLASSES
+from .tables import COOP_DATASETS, IMAGENET_VARIANTS
 from .cli import run, resolve_config, USER_ERRORS, RUN_ERRORS
 
 # %% ../nbs/42_compare.ipynb #7a0613bd
@@ -126,6 +129,41 @@ def task_refusals(strategies:dict, # label -> configured strategy (what `check_g
         try: strategy.check_task(task)
         except StrategyError as e: out[label] = str(e)
     return out
+
+# %% ../nbs/42_compare.ipynb #7972c672
+PROTOCOLS = ('few_shot', 'base_to_new', 'cross_dataset', 'domain_generalization')
+PROTOCOL_HEADLINES = {'base_to_new': 'harmonic_mean', 'cross_dataset': 'target_mean', 'domain_generalization': 'shifted_mean'}
+_SHAPES = ('mini_shapes', 'mini_shift', 'mini_sketch')  # one mini task in three styles
+DEFAULT_TARGETS = {  # protocol -> source dataset -> its targets
+    'cross_dataset': {'imagenet': [d for d in COOP_DATASETS if d != 'imagenet'], **{s: ['mini_colors', 'mini_backgrounds'] for s in _SHAPES}},
+    'domain_generalization': {'imagenet': list(IMAGENET_VARIANTS), **{s: [t for t in _SHAPES if t != s] for s in _SHAPES}}}
+
+def check_protocol(protocol:str)->str:
+    "`protocol` if it is one of `PROTOCOLS`, else an error naming them."
+    if protocol not in PROTOCOLS: raise ValueError(f"Unknown protocol {protocol!r}: allowed: {', '.join(PROTOCOLS)}")
+    return protocol
+
+def protocol_targets(protocol:str, source:str, # the protocol, the training dataset
+                     targets:list|None=None, # as given (`--targets`); None: the protocol's default for `source`
+                    )->list: # registered dataset names
+    "The datasets a transfer protocol tests on, each checked against the registered ones before anything runs."
+    if protocol not in DEFAULT_TARGETS:
+        if targets: raise ValueError(f"--targets is for --protocol cross_dataset or domain_generalization, not {protocol!r}")
+        return []
+    if not targets and source not in DEFAULT_TARGETS[protocol]:
+        raise ValueError(f"No default targets for {protocol} from {source!r} (there are for {', '.join(DEFAULT_TARGETS[protocol])}): name them with --targets")
+    names = [check_name('target dataset', t, list_datasets(), normalize=str.lower) for t in targets or DEFAULT_TARGETS[protocol][source]]
+    return check_distinct('targets', names)
+
+def protocol_overrides(protocol:str, targets:list, overrides:dict)->dict:
+    "The config keys the protocol sets for every run (the base half; the targets as `DATASET.ALSO_TEST`), refusing overrides against it."
+    sub = overrides.get('DATASET.SUBSAMPLE_CLASSES')
+    if protocol != 'few_shot' and sub not in (None, 'base' if protocol == 'base_to_new' else 'all'):
+        raise ValueError(f"--protocol {protocol} sets DATASET.SUBSAMPLE_CLASSES itself: drop DATASET.SUBSAMPLE_CLASSES {sub!r}")
+    if protocol in DEFAULT_TARGETS and 'DATASET.ALSO_TEST' in overrides:
+        raise ValueError(f"--protocol {protocol} tests on its targets as DATASET.ALSO_TEST: give them with --targets instead")
+    if protocol == 'base_to_new': return {'DATASET.SUBSAMPLE_CLASSES': 'base'}
+    return {'DATASET.ALSO_TEST': list(targets)} if protocol in DEFAULT_TARGETS else {}
 
 # %% ../nbs/42_compare.ipynb #0061d3ed
 def compare_record(specs:list, shots:list, seeds:list, config, overrides:dict)->dict:
@@ -255,12 +293,35 @@ def run_grid(todo:list, # run folders still to do (each holds its request)
     finally: stop(list(running)); bar.close()
     return failed
 
+# %% ../nbs/42_compare.ipynb #43af6ef6
+def set_score(metrics:dict)->float|None:
+    "A test set's score in a run's metrics: its accuracy, else the mean recall@1 of image→text and text→image (None: neither)."
+    if metrics.get('accuracy') is not None: return metrics['accuracy']
+    r1 = metrics.get('i2t_r1'), metrics.get('t2i_r1')
+    return None if None in r1 else (r1[0] + r1[1]) / 2
+
+def _mean(xs:list): return None if not xs or None in xs else sum(xs) / len(xs)
+
+def forgetting(metrics:dict, # a run's metrics
+              )->float|None:
+    "The mean over the run's other test sets (`DATASET.ALSO_TEST`) of the score before training minus after (None: none)."
+    return _mean([set_score(v['before']) - set_score(v['after']) for n, v in metrics.get('also', {}).items() if n != NEW_CLASSES and v['after']])
+
+def target_columns(metrics:dict, protocol:str)->dict:
+    "A transfer protocol's headline over its targets (after, before), the targets the strategy cannot name emptied and listed."
+    if protocol not in DEFAULT_TARGETS: return {}
+    also, key = {n: v for n, v in metrics['also'].items() if n != NEW_CLASSES}, PROTOCOL_HEADLINES[protocol]
+    unnamed = [n for n, v in also.items() if not v.get('named', True)]  # a head's zero-shot fallback is no transfer
+    out = {f'{n}_accuracy': None for n in unnamed} | {key: _mean([None if n in unnamed else set_score(v['after'] or {}) for n, v in also.items()]),
+                                                    key + '_before': _mean([set_score(v['before']) for v in also.values()])}
+    return out | ({'cannot_name': ', '.join(unnamed)} if unnamed else {})
+
 # %% ../nbs/42_compare.ipynb #ea2c1db8
 def card_columns(card:dict)->dict:
     "A run's recipe card as table columns (`card.<field>`; lists and dicts as one line of JSON)."
     return {f'card.{k}': v if v is None or isinstance(v, (str, int, float)) else json.dumps(v) for k, v in card.items()}
 
-def run_row(d:Path, spec, shots:int, seed:int)->dict:
+def run_row(d:Path, spec, shots:int, seed:int, protocol:str='few_shot')->dict:
     "The table row of the finished run in `d` (an unreadable one is an error naming the file and the way out)."
     fix = f"delete the run's folder {str(d)!r} and run the same command again: the comparison runs it anew"
     m, r = (read_json(Path(d)/f, fix) for f in ('metrics.json', 'resources.json'))
@@ -271,7 +332,7 @@ def run_row(d:Path, spec, shots:int, seed:int)->dict:
                    i2t_r1_before=m['before'].get('i2t_r1'), t2i_r1_before=m['before'].get('t2i_r1'), trainable_params=m['trainable_params'],
                    total_params=m['total_params'], train_seconds=m['train_seconds'], **r)
         row |= {f'{n}_accuracy': (v['after'] or {}).get('accuracy') for n, v in m.get('also', {}).items()}
-        row |= card_columns(m.get('card', {}))
+        row |= card_columns(m.get('card', {})) | dict(forgetting=forgetting(m)) | target_columns(m, protocol)
     except (KeyError, TypeError, AttributeError) as e: raise ValueError(f"{str(Path(d)/'metrics.json')!r} is not a run's metrics (no {e}): {fix}") from None
     return row | ({'harmonic_mean': m['base_to_new']['harmonic_mean']} if m.get('base_to_new') else {})
 
@@ -285,12 +346,11 @@ def write_table(rows:list, out:Path)->tuple:
 def score(row:dict, # a row of the table
           before:bool=False, # the score before training instead of after
          )->float|None:
-    "What a run is ranked by: the base-to-new harmonic mean, else accuracy, else mean recall@1 (None where it has none)."
+    "What a run is ranked by: its protocol's headline (`PROTOCOL_HEADLINES`), else accuracy, else mean recall@1 (None where it has none)."
     end = '_before' if before else ''
-    if 'harmonic_mean' in row and not before: return row['harmonic_mean']
-    if row.get('accuracy' + end) is not None: return row['accuracy' + end]
-    r1 = row.get('i2t_r1' + end), row.get('t2i_r1' + end)
-    return None if None in r1 else (r1[0] + r1[1]) / 2
+    for k in PROTOCOL_HEADLINES.values():  # the protocol's headline
+        if k in row and (not before or k + end in row): return row[k + end]
+    return set_score({k: row.get(k + end) for k in ('accuracy', 'i2t_r1', 't2i_r1')})
 
 def mean_std(xs)->tuple:
     "Mean and sample standard deviation (0 for one value)."
@@ -320,17 +380,20 @@ def summary(rows:list, # the table's rows
         out.append(row | dict(strategy=s, shots=shots, seeds=len({r.get('seed') for r in rs}), score=m, spread=sd, before=score(rs[0], before=True)))
     return sorted(out, key=lambda r: (r['score'] is None, -(r['score'] or 0)))
 
+HEADLINE_TEXT = {'harmonic_mean': 'the harmonic mean of base and new accuracy (— : cannot name new classes)',
+                 'target_mean': "the mean top-1 over the targets (— : cannot name the targets' classes)",
+                 'shifted_mean': 'the mean top-1 over the shifted test sets'}
+
 def ranking_table(rows:list)->str:
     "The ranking at the most shots, as a Markdown table."
-    top, b2n = summary(rows), any('harmonic_mean' in r for r in rows)
-    retrieval = top[0].get('task') == 'retrieval'
-    what = ('mean recall@1 of image→text and text→image' if retrieval else
-            'the harmonic mean of base and new accuracy (— : cannot name new classes)' if b2n else 'test score')
+    top = summary(rows)
+    retrieval, key = top[0].get('task') == 'retrieval', next((k for k in HEADLINE_TEXT if any(k in r for r in rows)), None)
+    what = 'mean recall@1 of image→text and text→image' if retrieval else HEADLINE_TEXT[key] if key else 'test score'
     where = 'On the whole training split' if retrieval else f"At {top[0]['shots']} shots"
     lines = [f"{where}, {what}, mean ± spread over {max(r['seeds'] for r in top)} seed(s):", '',
-             '| rank | strategy | score | ± | trainable | train s | peak MiB |', '|---:|---|---:|---:|---:|---:|---:|']
+             '| rank | strategy | score | ± | forgetting | trainable | train s | peak MiB |', '|---:|---|---:|---:|---:|---:|---:|---:|']
     num = lambda v: '—' if v is None else f'{v:.1f}'
-    lines += [f"| {i} | {r['strategy']} | {num(r['score'])} | {num(r['spread'])} | {r['trainable_params']:,} | {r['train_seconds']:.1f} "
+    lines += [f"| {i} | {r['strategy']} | {num(r['score'])} | {num(r['spread'])} | {num(r.get('forgetting'))} | {r['trainable_params']:,} | {r['train_seconds']:.1f} "
               f"| {r['peak_rss_mb']:.0f} |" for i, r in enumerate(top, 1)]
     return '\n'.join(lines)
 
@@ -372,19 +435,26 @@ def run_missing(out:Path, grid:list, config, overrides:dict, jobs:int=1, progres
 
 # %% ../nbs/42_compare.ipynb #fbff8119
 def compare(strategies:list|None=None, # names, combinations ('lora+coop' or lists); None: every registered strategy
-            shots:list=(1, 2, 4, 8, 16), # training images per class
+            shots:list|None=None, # training images per class (None: 1, 2, 4, 8, 16 for few_shot, else 16)
             seeds:list=(1, 2, 3), # split and training seeds (CoOp's)
             config='mini', # a shipped config name or a YAML file (None: the defaults)
             overrides:dict|None=None, # more config keys for every run
             out='output/compare', # the comparison's folder (new, empty, or a comparison's)
             jobs:int=1, # runs at once
             progress:bool=True, # a progress bar over the grid
+            protocol:str='few_shot', # one of `PROTOCOLS`: what the runs are tested on and ranked by
+            targets:list|None=None, # a transfer protocol's test datasets (None: `DEFAULT_TARGETS` for the source)
            )->dict: # rows, failed run folders, the folder and the wall seconds
-    "Run every strategy over shots and seeds (resuming the folder's earlier runs); write the table, the plots and the ranking."
+    "Run every strategy over shots and seeds under `protocol` (resuming the folder's earlier runs); write the table, the plots and the ranking."
     if not isinstance(jobs, int) or jobs < 1: raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     strategies = [strategies] if isinstance(strategies, str) else strategies
     specs = check_strategies(list_strategies() if strategies is None else list(strategies))
-    cfg, over, shots, seeds = resolve_config(config), dict(overrides or {}), list(shots), list(seeds)
+    protocol = check_protocol(protocol)
+    cfg, over, seeds = resolve_config(config), dict(overrides or {}), list(seeds)
+    shots = list(shots or ((1, 2, 4, 8, 16) if protocol == 'few_shot' else (16,)))
+    source = load_config(cfg, {k: v for k, v in over.items() if k.startswith('DATASET.')})['DATASET.NAME']
+    targets = protocol_targets(protocol, source, targets)
+    over |= protocol_overrides(protocol, targets, over)
     task, built = check_grid(specs, shots, seeds, cfg, over)
     refused = task_refusals(built, task)
     if refused and strategies is not None: raise ValueError(' '.join(refused.values()))
@@ -392,11 +462,11 @@ def compare(strategies:list|None=None, # names, combinations ('lora+coop' or lis
     out, t0 = Path(out), time.time()
     check_out_folder(out)
     with folder_lock(out):
-        check_compare_dir(out, compare_record(specs, shots, seeds, cfg, over))
+        check_compare_dir(out, compare_record(specs, shots, seeds, cfg, over) | (dict(protocol=protocol, targets=targets) if protocol != 'few_shot' else {}))
         grid = [(s, k, seed) for k in shots for seed in seeds for s in specs]
-        for g in [g for g in grid if finished(run_dir(out, *g))]: run_row(run_dir(out, *g), *g)  # an unreadable one is named now
+        for g in [g for g in grid if finished(run_dir(out, *g))]: run_row(run_dir(out, *g), *g, protocol)  # an unreadable one is named now
         failed = run_missing(out, grid, cfg, over, jobs, progress)
-        rows = [run_row(run_dir(out, *g), *g) for g in grid if finished(run_dir(out, *g))]
+        rows = [run_row(run_dir(out, *g), *g, protocol) for g in grid if finished(run_dir(out, *g))]
         if rows:
             write_table(rows, out); atomic_write(out/'ranking.md', ranking_table(rows) + '\n')
             plt.close(plot_compare(rows, out/'compare.png'))
@@ -415,8 +485,10 @@ def parse_compare_args(argv=None)->argparse.Namespace:
     p = argparse.ArgumentParser(prog='clip_strategies_compare', description="Compare strategies over shots and seeds on equal terms.")
     p.add_argument('--config', default=None, help="YAML file with the original tool's keys, or a shipped config name (mini, vit_b16)")
     p.add_argument('--strategies', type=comma_list(str), default=None, help="comma-separated names, a combination as lora+coop (default: all)")
-    p.add_argument('--shots', type=comma_list(int), default=[1, 2, 4, 8, 16], help="training images per class, e.g. 1,2,4,8,16")
+    p.add_argument('--shots', type=comma_list(int), default=None, help="training images per class, e.g. 1,2,4,8,16 (default: that for few_shot, else 16)")
     p.add_argument('--seeds', type=comma_list(int), default=[1, 2, 3], help="split and training seeds, e.g. 1,2,3")
+    p.add_argument('--protocol', default='few_shot', help=f"what the runs are tested on and ranked by: {', '.join(PROTOCOLS)} (default: few_shot)")
+    p.add_argument('--targets', type=comma_list(str), default=None, help="cross_dataset or domain_generalization: the test datasets (default: the protocol's for the source)")
     p.add_argument('--jobs', type=int, default=1, help="runs at once (one per GPU where there are several)")
     p.add_argument('--out', default='output/compare', help="the comparison's folder: new, empty, or a comparison's (the same arguments resume it)")
     p.add_argument('--no-progress', action='store_true', help="no progress bar")
@@ -448,7 +520,7 @@ def compare_main(argv=None)->int:
     args = parse_compare_args(argv)
     if args.one: return run_child(Path(args.one), args.parent)
     try: res = compare(args.strategies, args.shots, args.seeds, args.config, parse_overrides(args.overrides), args.out,
-                       args.jobs, not args.no_progress)
+                       args.jobs, not args.no_progress, args.protocol, args.targets)
     except KeyboardInterrupt as e:
         saved = str(e) or f"the runs finished so far are kept in {str(Path(args.out)/'runs')!r}"
         print(f"interrupted: {saved}; to resume, run the same command: {shlex.join(['clip_strategies_compare', *argv])}", file=sys.stderr)
@@ -461,3 +533,35 @@ def compare_main(argv=None)->int:
 # %% ../nbs/42_compare.ipynb #01f2a40c
 #| eval: false
 if __name__ == '__main__': sys.exit(compare_main())
+
+# %% ../nbs/42_compare.ipynb #481bba5a
+def calibration_points(rows:list, # a comparison's rows
+                       shots:int|None=None, # the shot count to show (default: the most in the rows)
+                      )->list: # `dict(strategy, accuracy, ece, nll)` per strategy, seed means
+    "Each strategy's accuracy, ECE (in percent) and NLL at `shots`, averaged over its seeds (classification rows only)."
+    rows = [r for r in rows if r.get('ece') is not None and r.get('accuracy') is not None]
+    if not rows: raise ValueError("No classification rows with `accuracy` and `ece`: calibration is measured on classification runs")
+    k = max(r['shots'] for r in rows) if shots is None else shots
+    if k not in {r['shots'] for r in rows}: raise ValueError(f"No classification rows at {k} shots; the rows have {sorted({r['shots'] for r in rows})}")
+    mean = lambda xs: sum(xs) / len(xs)
+    by = {s: [r for r in rows if r['strategy'] == s and r['shots'] == k] for s in dict.fromkeys(r['strategy'] for r in rows)}
+    return [dict(strategy=s, shots=k, accuracy=mean([r['accuracy'] for r in rs]), ece=100 * mean([r['ece'] for r in rs]),
+                 nll=mean([r['nll'] for r in rs])) for s, rs in by.items() if rs]
+
+def plot_calibration(rows:list, # a comparison's rows
+                     shots:int|None=None, # as `calibration_points`
+                     path=None, # where to save the PNG (None: do not save)
+                    ):
+    "Accuracy against ECE and against NLL, one point per strategy: which adaptations leave their confidence trustworthy."
+    pts = calibration_points(rows, shots)
+    fig, axs = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    for ax, key in zip(axs, ('ece', 'nll')):
+        for p in pts:
+            ax.scatter(p[key], p['accuracy'], color='C3' if p['strategy'] == 'zeroshot' else 'C0')
+            ax.annotate(p['strategy'], (p[key], p['accuracy']), fontsize=7)
+    axs[0].set(xlabel='ECE (%, 15 bins; lower is better)', ylabel='test accuracy (%)', title=f"at {pts[0]['shots']} shots")
+    axs[1].set(xscale='log', xlabel='NLL (nats, log scale; lower is better)', title='zero-shot in red')
+    tick = lambda v, _: f'{v:g}' if round(v / 10 ** math.floor(math.log10(v))) in (1, 2, 5) else ''  # 1, 2, 5, 10, 20...
+    axs[1].xaxis.set_major_formatter(plt.FuncFormatter(tick)); axs[1].xaxis.set_minor_formatter(plt.FuncFormatter(tick))
+    if path is not None: fig.savefig(path, dpi=100, bbox_inches='tight')
+    return fig

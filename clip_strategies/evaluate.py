@@ -7,8 +7,8 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['NEW_CLASSES', 'task_of', 'check_task_of', 'full_test_split', 'test_split', 'also_test_sets', 'base_to_new',
-           'zero_shot_head', 'class_head', 'class_scores', 'imagenet_head', 'dataset_columns', 'evaluate',
-           'evaluate_sets', 'headline']
+           'zero_shot_head', 'class_head', 'class_scores', 'imagenet_head', 'dataset_columns', 'names_classes',
+           'evaluate', 'evaluate_sets', 'headline']
 
 # %% ../nbs/15_evaluate.ipynb #e17e8f8a
 import torch
@@ -113,6 +113,13 @@ def dataset_columns(scores:torch.Tensor, # [N, C] class scores of a head
     if width == n: return scores
     raise ValueError(f"The head scores {width} classes but {dataset_attr(dataset, 'name', 'the dataset')!r} has {n}: a head "
                      f"trained on other classes scores a dataset only through a class mapping (ImageNet-A/R's `imagenet_classes`)")
+
+# %% ../nbs/15_evaluate.ipynb #cdf5cdd2
+def names_classes(model:nn.Module, tokenizer, dataset, strategy, # as `class_head`
+                 )->bool:
+    "Whether `strategy` scores `dataset`'s classes itself: it names any classes, or its own head covers these."
+    if strategy is None or strategy.names_new_classes: return True
+    return strategy.class_head(model, tokenizer, dataset) is not None or imagenet_head(model, tokenizer, dataset, strategy) is not None
 
 # %% ../nbs/15_evaluate.ipynb #864869a8
 def evaluate(model:nn.Module, tokenizer, dataset, # the model, its tokenizer, a test set

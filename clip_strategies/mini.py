@@ -15,14 +15,15 @@ __all__ = ['MINI_SHAPE_MASKS', 'MINI_SHAPES', 'MINI_COLORS', 'MINI_BACKGROUNDS',
            'WORD_END', 'MINI_BPE_CAPTIONS', 'MINI_BPE_SEED', 'MINI_BPE_MERGES', 'MINI_BPE_WORDS', 'MINI_CONTEXT',
            'MINI_MEAN', 'MINI_STD', 'MINI_CONFIG', 'MINI_STEPS', 'MINI_BATCH_SIZE', 'MINI_WEIGHTS', 'MINI_POSITIONS',
            'MINI_CAPTION_STYLES', 'MINI_PAIR_GAP', 'MINI_TEMPLATES', 'MINI_SPLIT_SIZES', 'MINI_CAPTION_SIZES',
-           'MINI_DATA_SEED', 'MINI_DATASETS', 'DIGIT_NAMES', 'shape_coverage', 'sample_scenes', 'render_scenes',
-           'paint', 'scene_caption', 'scene_captions', 'clean_text', 'split_words', 'word_symbols', 'merge_pair',
-           'corpus_word_counts', 'train_bpe', 'mini_bpe_corpus', 'MiniBPE', 'mini_tokenizer', 'mini_model',
-           'mini_preprocess', 'images_to_tensor', 'caption_targets', 'soft_clip_loss', 'corpus_batch', 'warmup_cosine',
-           'torch_threads', 'pretrain_mini', 'build_mini', 'mini_metadata', 'check_mini_header', 'load_mini',
-           'sample_composed_scenes', 'render_composed_scenes', 'composed_caption', 'composed_captions',
-           'distinct_composed_scenes', 'MiniClassification', 'MiniCaptions', 'mini_shapes', 'mini_shift',
-           'mini_captions', 'mini_dataset', 'make_digits']
+           'MINI_DATA_SEED', 'MINI_DATASETS', 'MINI_ATTRIBUTE_TASKS', 'MINI_ATTRIBUTE_TEMPLATES', 'DIGIT_NAMES',
+           'shape_coverage', 'sample_scenes', 'render_scenes', 'paint', 'scene_caption', 'scene_captions', 'clean_text',
+           'split_words', 'word_symbols', 'merge_pair', 'corpus_word_counts', 'train_bpe', 'mini_bpe_corpus', 'MiniBPE',
+           'mini_tokenizer', 'mini_model', 'mini_preprocess', 'images_to_tensor', 'caption_targets', 'soft_clip_loss',
+           'corpus_batch', 'warmup_cosine', 'torch_threads', 'pretrain_mini', 'build_mini', 'mini_metadata',
+           'check_mini_header', 'load_mini', 'sample_composed_scenes', 'render_composed_scenes', 'composed_caption',
+           'composed_captions', 'distinct_composed_scenes', 'MiniClassification', 'MiniCaptions', 'mini_shapes',
+           'mini_shift', 'mini_captions', 'mini_dataset', 'mini_attribute_task', 'mini_colors', 'mini_backgrounds',
+           'mini_sketch', 'make_digits']
 
 # %% ../nbs/02_mini.ipynb #66ad7f98
 import numpy as np
@@ -689,6 +690,50 @@ def mini_dataset(name:str, # 'mini_shapes', 'mini_shift' or 'mini_captions'
     "One split of a mini-lab task."
     check_name('mini dataset', name, MINI_DATASETS)
     return MINI_DATASETS[name](split=split, transform=transform, **kwargs)
+
+# %% ../nbs/02_mini.ipynb #393f22db
+MINI_ATTRIBUTE_TASKS = {'mini_colors': ('color', 4), 'mini_backgrounds': ('background', 5)} # name -> (label attribute, task id)
+MINI_ATTRIBUTE_TEMPLATES = {'color': ['a {} shape.', 'a photo of a {} shape.', 'a drawing of a {} shape.', 'an image of a {} shape.'],
+                            'background': ['a shape on a {} background.', 'a photo of a shape on a {} background.',
+                                           'an image of a shape on a {} background.']}
+
+@functools.lru_cache(maxsize=None)
+def _attribute_arrays(task:str, split:str)->tuple:
+    "Rendered plain `(images, labels)` of a task labelled by one scene attribute, balanced (cached; read-only)."
+    attribute, task_id = MINI_ATTRIBUTE_TASKS[task]
+    names = MINI_COLORS if attribute == 'color' else MINI_BACKGROUNDS
+    rng = np.random.default_rng([MINI_DATA_SEED, task_id, _SPLIT_IDS[split]])
+    labels = rng.permutation(np.repeat(np.arange(len(names)), MINI_SPLIT_SIZES[split]))
+    scenes = sample_scenes(rng, len(labels)); scenes[attribute] = labels
+    images = render_scenes(scenes, rng)
+    images.flags.writeable = False
+    return images, tuple(int(l) for l in labels)
+
+def mini_attribute_task(task:str, # 'mini_colors' or 'mini_backgrounds'
+                        split:str='test', transform:Callable|None=None, # 'train', 'val' or 'test'; applied to each PIL image
+                       )->MiniClassification:
+    "Plain scenes classified by the shape's colour or the background: the shapes' images, other classes."
+    check_name('mini attribute task', task, MINI_ATTRIBUTE_TASKS); check_name('split', split, _SPLIT_IDS)
+    attribute = MINI_ATTRIBUTE_TASKS[task][0]
+    images, labels = _attribute_arrays(task, split)
+    return MiniClassification(images, labels, list(MINI_COLORS if attribute == 'color' else MINI_BACKGROUNDS),
+                              MINI_ATTRIBUTE_TEMPLATES[attribute], transform, task)
+
+# %% ../nbs/02_mini.ipynb #bba53469
+def mini_colors(split:str='test', transform:Callable|None=None)->MiniClassification:
+    "The shape's colour, 8 classes: a cross-dataset target of the shapes tasks."
+    return mini_attribute_task('mini_colors', split, transform)
+
+def mini_backgrounds(split:str='test', transform:Callable|None=None)->MiniClassification:
+    "The background, 3 classes: a cross-dataset target of the shapes tasks."
+    return mini_attribute_task('mini_backgrounds', split, transform)
+
+def mini_sketch(split:str='test', transform:Callable|None=None)->MiniClassification:
+    "The 8 shapes as outlines (`mini_shift`'s 'sketch' style) under their own name: a domain-generalisation target."
+    ds = mini_shift(split, transform, style='sketch'); ds.name = 'mini_sketch'
+    return ds
+
+MINI_DATASETS.update(mini_colors=mini_colors, mini_backgrounds=mini_backgrounds, mini_sketch=mini_sketch)
 
 # %% ../nbs/02_mini.ipynb #624e8474
 DIGIT_NAMES = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')

@@ -257,7 +257,7 @@ STRATEGY_MODULES = {  # every registered name -> the module that registers it (i
     'differential_lr': 'differential_lr', 'abs': 'abs', 'coop': 'prompt', 'cocoop': 'prompt', 'kgcoop': 'prompt',
     'vpt': 'prompt', 'prefix': 'prefix', 'adapter': 'adapter', 'lora': 'adapter', 'clip_adapter': 'adapter',
     'tip': 'tip', 'tip_f': 'tip', 'linear_probe': 'linear_probe', 'zs_linear': 'linear_probe', 'gda': 'linear_probe',
-    'lp_ft': 'linear_probe'}
+    'lp_ft': 'linear_probe', 'maple': 'maple', 'promptsrc': 'promptsrc'}
 _REGISTRY = {}  # name -> Strategy subclass
 _loading = set()  # the modules the registry is importing now
 

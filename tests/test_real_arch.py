@@ -18,8 +18,8 @@ from gpu_check import fake_tree, patch_cli, check_strategy, every_strategy, spec
 
 ARCHS = ['ViT-B-32', 'ViT-B-16', 'RN50']
 EVERY = every_strategy()  # every registered strategy and the documented combinations (`strategy.COMBINATION_RECIPES`)
-NEEDS_BLOCKS = {'vpt', 'prefix', 'lora+prefix', 'vpt+clip_adapter',  # need transformer blocks in the image tower: refused on
-                'adapter', 'lora', 'lora+coop', 'last_n'}              # a ResNet (adapter, LoRA, last_n with their default towers='both')
+NEEDS_BLOCKS = {'vpt', 'prefix', 'lora+prefix', 'vpt+clip_adapter', 'maple', 'promptsrc',  # need transformer blocks in the image tower:
+                'adapter', 'lora', 'lora+coop', 'last_n'}  # refused on a ResNet (adapter, LoRA, last_n with their default towers='both')
 DEFAULT = ['coop', 'lora', 'tip']  # the default run: one of each kind (prompt, added weights, fitted cache) on ViT-B-32
 TIMES = {}  # (arch, strategy) -> seconds, printed at the end of the module
 

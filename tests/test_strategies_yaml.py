@@ -16,10 +16,11 @@ OPTIONS = {  # config keys that also exercise some options; every registered str
     'logit_scale': {}, 'differential_lr': {'TRAINER.DIFFERENTIAL_LR.BASE': 'last_n', 'TRAINER.DIFFERENTIAL_LR.BASE_OPTIONS': {'n': 1}},
     'abs': {'OPTIM.MAX_EPOCH': 2, 'MODEL.ABS_KEEP': 1},
     'coop': {'TRAINER.COOP.N_CTX': 4}, 'cocoop': {}, 'kgcoop': {'TRAINER.KGCOOP.W': 2.0},
-    'vpt': {'TRAINER.VPT.DEEP': True}, 'prefix': {'TRAINER.PREFIX.LENGTH': 2},
+    'vpt': {'TRAINER.VPT.DEEP': True}, 'prefix': {'TRAINER.PREFIX.LENGTH': 2}, 'maple': {'TRAINER.MAPLE.N_CTX': 3},
     'adapter': {'TRAINER.ADAPTER.REDUCTION': 8}, 'lora': {'TRAINER.LORA.RANK': 1}, 'clip_adapter': {'TRAINER.CLIP_ADAPTER.SIDE': 'both'},
     'tip': {'TRAINER.TIP.AUGMENT_EPOCH': 2}, 'tip_f': {'TRAINER.TIP_F.AUGMENT_EPOCH': 2},
     'linear_probe': {}, 'zs_linear': {}, 'gda': {}, 'lp_ft': {'TRAINER.LP_FT.STEPS': 2},
+    'promptsrc': {'TRAINER.PROMPTSRC.N_CTX_VISION': 2, 'TRAINER.PROMPTSRC.GPA_STD': 2.0},
 }
 
 def fits_something(s)->bool:
