@@ -14,6 +14,12 @@ def train_yaml(tmp_path, capsys):
         return out, json.loads((out/'metrics.json').read_text())
     return run
 
+def bare_run(tmp_path_factory, name:str)->tuple:
+    "Train strategy `name` from a bare mini config (its mini-lab recipe fills the rest); returns (output folder, metrics)."
+    out = tmp_path_factory.mktemp(name)/'run'
+    assert train_main(['--config', 'mini', '--no-progress', 'DATASET.ALSO_TEST', '[]', 'TRAINER.NAME', name, 'OUTPUT_DIR', str(out)]) == 0
+    return out, json.loads((out/'metrics.json').read_text())
+
 SLOW_COMMAND = "pytest -q --slow tests/test_real_arch.py (or CLIP_STRATEGIES_SLOW=1 pytest -q tests)"
 
 def pytest_addoption(parser):

@@ -6,6 +6,7 @@ import torch
 import open_clip
 from clip_strategies.cli import train_main
 from clip_strategies.config import load_config
+from conftest import bare_run
 from clip_strategies.models import load_clip, with_tokenizer
 from clip_strategies.strategy import get_strategy, load_learned, StrategyError, OptionError
 
@@ -14,9 +15,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope='module')
 def maple_run(tmp_path_factory):
     "MaPLe from a bare mini config: its mini-lab recipe (SGD, 20 epochs, depth 2) on 16 shots of mini_shift."
-    out = tmp_path_factory.mktemp('maple')/'run'
-    assert train_main(['--config', 'mini', '--no-progress', 'TRAINER.NAME', 'maple', 'DATASET.ALSO_TEST', '[]', 'OUTPUT_DIR', str(out)]) == 0
-    return out
+    return bare_run(tmp_path_factory, 'maple')[0]
 
 def test_maple_beats_zero_shot_on_mini_shift(maple_run):
     m = json.loads((maple_run/'metrics.json').read_text())

@@ -14,6 +14,7 @@ from clip_strategies.core import read_safetensors
 from clip_strategies.callback import Callback
 from clip_strategies.learner import Learner, DataLoaders
 from clip_strategies.objectives import HeadClassification
+from conftest import bare_run
 from clip_strategies.models import load_clip, random_clip
 from clip_strategies.strategy import StrategyError, get_strategy, load_learned, list_strategies
 
@@ -22,10 +23,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
     "PromptSRC from a bare config (no OPTIM key, no TRAINER.PROMPTSRC key): the mini-lab recipe sets them."
-    out = tmp_path_factory.mktemp('promptsrc')/'run'
-    assert train_main(['--config', 'mini', '--no-progress', 'DATASET.ALSO_TEST', '[]', 'TRAINER.NAME', 'promptsrc', 'OUTPUT_DIR', str(out)]) == 0
-    import json
-    return out, json.loads((out/'metrics.json').read_text())
+    return bare_run(tmp_path_factory, 'promptsrc')
 
 def test_registered():
     assert 'promptsrc' in list_strategies()
