@@ -8,14 +8,18 @@ import csv, io, json
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['REQUIRED', 'SCORES', 'KINDS', 'GUIDE', 'DOCS', 'KIND_COLOURS', 'cell_value', 'check_rows', 'load_results',
-           'acting_parts', 'strategy_kind', 'pick', 'recommend', 'strategy_page', 'other_sets', 'linked',
-           'recommendation_table', 'frontier', 'scatter_strategies', 'plot_budgets', 'plot_forgetting']
+__all__ = ['REQUIRED', 'SCORES', 'KINDS', 'GUIDE', 'DOCS', 'KIND_COLOURS', 'FAMILIES', 'KIND_FAMILIES', 'WISE_FAMILY',
+           'PROTOCOL_QUESTIONS', 'cell_value', 'check_rows', 'load_results', 'acting_parts', 'strategy_kind', 'pick',
+           'recommend', 'strategy_page', 'other_sets', 'linked', 'recommendation_table', 'frontier',
+           'scatter_strategies', 'plot_budgets', 'plot_forgetting', 'protocol_tables', 'strategy_module', 'family',
+           'best_per_family', 'keeping_ranked', 'protocol_answers', 'answer_value', 'family_link', 'answers_table',
+           'family_colours', 'plot_protocols', 'protocol_rows']
 
 # %% ../nbs/44_choose.ipynb #04240aa9
 import matplotlib.pyplot as plt
 from .strategy import Addition, Strategy, get_strategy
-from .compare import check_strategies, summary
+from .compare import check_strategies, summary, ranking_table, PROTOCOLS, PROTOCOL_HEADLINES
+from .core import results_file
 
 # %% ../nbs/44_choose.ipynb #5ced500b
 REQUIRED = ('strategy', 'shots', 'seed', 'trainable_params', 'total_params', 'train_seconds')  # columns `recommend` reads
@@ -214,3 +218,127 @@ def plot_forgetting(rows:list, # a comparison's rows
     scatter_strategies(ax, means, lambda r: r.get(f'{other}_accuracy'), {r['strategy'] for r in recs if r['strategy']}, x_is_cost=False)
     ax.set(xlabel=f'accuracy kept on {other} (%)', ylabel=f"score on {means[0].get('dataset') or 'the target'} (%)")
     return fig
+
+# %% ../nbs/44_choose.ipynb #d43d0907
+def protocol_tables(prefix:str='mini_protocol_', # the shipped tables' stem before the protocol's name
+                   )->dict: # protocol -> its rows
+    "The four protocol tables the package ships (`tools/make_protocol_tables.py` makes them), each checked as `load_results` does."
+    return {p: load_results(results_file(prefix + p)) for p in PROTOCOLS}
+
+# %% ../nbs/44_choose.ipynb #ff02509a
+FAMILIES = {'prompt': 'prompts', 'prefix': 'prompts', 'maple': 'prompts', 'promptsrc': 'prompts',  # page of a part saved alone -> family
+            'adapter': 'adapters and LoRA', 'tip': 'heads and caches', 'linear_probe': 'heads and caches'}
+KIND_FAMILIES = {'nothing': 'zero-shot', 'backbone': "fine-tuning CLIP's weights"}  # `strategy_kind` -> family, where it decides
+WISE_FAMILY = 'weight mixing (WiSE-FT)'  # rows of `protocols.wise_rows` (they carry `wise_alpha`)
+
+def strategy_module(name:str)->str:
+    "The module (page) that defines the registered strategy `name`."
+    return type(get_strategy(name)).__module__.rsplit('.', 1)[-1]
+
+def family(row:dict, # a row of a comparison (or its summary)
+          )->str:
+    "The family of a row's strategy: WiSE-FT for a mix, else from what the strategy changes and the page that defines it."
+    if row.get('wise_alpha') is not None: return WISE_FAMILY
+    kind = strategy_kind(row['strategy'])
+    if kind in KIND_FAMILIES: return KIND_FAMILIES[kind]
+    parts = acting_parts(get_strategy(check_strategies([row['strategy']])[0]))
+    return ' + '.join(dict.fromkeys(FAMILIES[type(p).__module__.rsplit('.', 1)[-1]] for p in parts))
+
+# %% ../nbs/44_choose.ipynb #5b4ae956
+PROTOCOL_QUESTIONS = {'classes it never saw, same task': 'base_to_new', 'the classes of other datasets': 'cross_dataset',
+                      'the same classes, shifted inputs': 'domain_generalization', 'to keep what zero-shot knew': 'few_shot'}
+
+def best_per_family(ranked:list)->list:
+    "The first (best) row of each family in `ranked`, in order: [{'family', 'strategy', 'row'}]."
+    best = {}
+    for r in ranked: best.setdefault(family(r), r)
+    return [dict(family=f, strategy=r['strategy'], row=r) for f, r in best.items()]
+
+def keeping_ranked(rows:list, gain:float)->list:
+    "Summary rows that gain at least `gain` points over zero-shot, least forgetting first."
+    means = summary(rows)
+    floor = next((r['score'] for r in means if family(r) == 'zero-shot'), None)
+    if floor is None: raise ValueError("The few-shot table has no zero-shot row: nothing to measure a gain against")
+    keep = [r for r in means if r['score'] is not None and r['score'] >= floor + gain and r.get('forgetting') is not None]
+    return sorted(keep, key=lambda r: (r['forgetting'], -r['score']))
+
+def protocol_answers(tables:dict, # protocol -> its rows (`protocol_tables`)
+                     gain:float=5.0, # to keep zero-shot: the least gain over zero-shot on the task that counts
+                    )->list: # one dict per question: question, protocol, families (best first), zero_shot (its summary row)
+    "For each of `PROTOCOL_QUESTIONS`, the families ranked by the protocol that answers it, each by its best strategy."
+    missing = [p for p in PROTOCOL_QUESTIONS.values() if p not in tables]
+    if missing: raise ValueError(f"No table for {', '.join(missing)}; given: {', '.join(tables) or 'none'}")
+    out = []
+    for q, p in PROTOCOL_QUESTIONS.items():
+        means = summary(tables[p])
+        ranked = keeping_ranked(tables[p], gain) if p == 'few_shot' else [r for r in means if r['score'] is not None]
+        out.append(dict(question=q, protocol=p, families=best_per_family(ranked), zero_shot=next((r for r in means if family(r) == 'zero-shot'), None)))
+    return out
+
+# %% ../nbs/44_choose.ipynb #f015af06
+def answer_value(row:dict, protocol:str)->str:
+    "What a row scores in its protocol, as text: the headline ± sd over seeds, or for few-shot its forgetting and accuracy."
+    if protocol == 'few_shot': return f"forgets {row['forgetting']:.1f} (accuracy {row['score']:.1f})"
+    return f"{row['score']:.1f} ± {row['spread']:.1f} ({row['seeds']} seeds)"
+
+def family_link(r:dict, link)->str:
+    "A family's best strategy as Markdown, linked by `link` (a mix: the WiSE-FT page)."
+    if r['row'].get('wise_alpha') is not None: return f"[wise_ft]({DOCS}/protocols.html) (full)" if link else 'wise_ft (full)'
+    return linked(r['strategy'], link)
+
+def answers_table(answers:list, # from `protocol_answers`
+                  link=None, # name -> URL of its page (None: `strategy_page`)
+                 )->str:
+    "The answers as Markdown: per question the best family, its best strategy and value, the runner-up, and zero-shot."
+    link = link or strategy_page
+    lines = ['| the task needs… | protocol | best family | its best strategy | value | next family | zero-shot |', '|---|---|---|---|---:|---|---:|']
+    for a in answers:
+        fs, z = a['families'], a['zero_shot']
+        first = fs[0] if fs else None
+        nxt = next((f for f in fs[1:]), None)
+        lines.append('| ' + ' | '.join([a['question'], a['protocol'], first['family'] if first else '—', family_link(first, link) if first else '—',
+                                       answer_value(first['row'], a['protocol']) if first else '—',
+                                       f"{nxt['family']} ({family_link(nxt, link)}: {answer_value(nxt['row'], a['protocol'])})" if nxt else '—',
+                                       answer_value(z, a['protocol']) if z and z['score'] is not None and a['protocol'] != 'few_shot' else '—']) + ' |')
+    return '\n'.join(lines)
+
+# %% ../nbs/44_choose.ipynb #d6ef7231
+def family_colours(families:list)->dict:
+    "One colour per family, in the order given."
+    cmap = plt.get_cmap('tab10')
+    return {f: cmap(i % 10) for i, f in enumerate(dict.fromkeys(families))}
+
+def plot_protocols(tables:dict, # protocol -> its rows (`protocol_tables`)
+                  ):
+    "Few-shot accuracy against each transfer protocol's headline, one point per strategy (mean over seeds), coloured by family."
+    few = {r['strategy']: r for r in summary(tables['few_shot'])}
+    others = [p for p in PROTOCOLS if p != 'few_shot' and p in tables]
+    colours = family_colours(family(r) for r in few.values())
+    fig, axs = plt.subplots(1, len(others), figsize=(5.2 * len(others), 4.4), squeeze=False)
+    for ax, p in zip(axs[0], others):
+        pts = [(few[r['strategy']], r) for r in summary(tables[p]) if r['score'] is not None and r['strategy'] in few]
+        for f, r in pts:
+            ax.scatter(f['score'], r['score'], color=colours[family(f)], s=28, label=family(f), zorder=3)
+            ax.annotate(r['strategy'], (f['score'], r['score']), fontsize=6.5, xytext=(3, 2), textcoords='offset points')
+        z = next((r for r in pts if family(r[0]) == 'zero-shot'), None)
+        if z: ax.axvline(z[0]['score'], color='gray', ls='--', lw=.8); ax.axhline(z[1]['score'], color='gray', ls='--', lw=.8)
+        ax.set(xlabel=f"few-shot accuracy ({max(r['shots'] for r in tables['few_shot'])} shots, %)", ylabel=PROTOCOL_HEADLINES[p].replace('_', ' ') + ' (%)', title=p)
+    handles = dict(zip(*axs[0][0].get_legend_handles_labels()[::-1]))
+    axs[0][-1].legend(handles.values(), handles.keys(), fontsize=7, loc='best')
+    return fig
+
+# %% ../nbs/44_choose.ipynb #05c609d0
+def protocol_rows(names:list, # registered strategy names (or 'wise_ft')
+                  tables:dict|None=None, # protocol -> its rows (default: the shipped `protocol_tables()`)
+                 )->str:
+    "Markdown: each named strategy's score in each protocol table, mean ± sd over seeds and its rank, linked to this page's tables."
+    tables = tables or protocol_tables()
+    ranks = {p: [r for r in summary(rows) if r['score'] is not None] for p, rows in tables.items()}
+    unknown = [s for s in names if not any(r['strategy'] == s for rows in tables.values() for r in rows)]
+    if unknown: raise ValueError(f"No rows for {', '.join(unknown)} in the protocol tables; they hold {', '.join(sorted({r['strategy'] for r in tables['few_shot']}))}")
+    def cell(s, p):
+        i = next((i for i, r in enumerate(ranks[p]) if r['strategy'] == s), None)
+        return '—' if i is None else f"{ranks[p][i]['score']:.1f} ± {ranks[p][i]['spread']:.1f} ({i + 1}/{len(ranks[p])})"
+    head = ['strategy'] + [f"[{p}]({DOCS}/choose.html#the-four-tables)" for p in tables]
+    lines = ['| ' + ' | '.join(head) + ' |', '|---|' + '---:|' * len(tables)]
+    return '\n'.join(lines + ['| ' + ' | '.join([s] + [cell(s, p) for p in tables]) + ' |' for s in names])

@@ -543,10 +543,9 @@ def calibration_points(rows:list, # a comparison's rows
     if not rows: raise ValueError("No classification rows with `accuracy` and `ece`: calibration is measured on classification runs")
     k = max(r['shots'] for r in rows) if shots is None else shots
     if k not in {r['shots'] for r in rows}: raise ValueError(f"No classification rows at {k} shots; the rows have {sorted({r['shots'] for r in rows})}")
-    mean = lambda xs: sum(xs) / len(xs)
     by = {s: [r for r in rows if r['strategy'] == s and r['shots'] == k] for s in dict.fromkeys(r['strategy'] for r in rows)}
-    return [dict(strategy=s, shots=k, accuracy=mean([r['accuracy'] for r in rs]), ece=100 * mean([r['ece'] for r in rs]),
-                 nll=mean([r['nll'] for r in rs])) for s, rs in by.items() if rs]
+    return [dict(strategy=s, shots=k, accuracy=_mean([r['accuracy'] for r in rs]), ece=100 * _mean([r['ece'] for r in rs]),
+                 nll=_mean([r['nll'] for r in rs])) for s, rs in by.items() if rs]
 
 def plot_calibration(rows:list, # a comparison's rows
                      shots:int|None=None, # as `calibration_points`

@@ -4,7 +4,7 @@
 
 # %% ../nbs/33_maple.ipynb #e84a6482
 from __future__ import annotations
-import copy
+import copy, warnings
 
 # %% auto #0
 __all__ = ['MaPLePrompts', 'MaPLeEmbedding', 'MaPLeTransformer', 'MaPLe']
@@ -167,6 +167,9 @@ def inject(self:MaPLe, model:nn.Module):
     tower.token_embedding = MaPLeEmbedding(tower.token_embedding, prompts)
     tower.transformer = MaPLeTransformer(tower.transformer, prompts, 'text')
     vis.transformer = MaPLeTransformer(vis.transformer, prompts, 'vision', vis.ln_pre)
+    if not isinstance(vis.patch_dropout, nn.Identity):  # open_clip's default is none; a model built with it is told
+        warnings.warn(f"maple turns off the vision tower's patch dropout (prob {getattr(vis.patch_dropout, 'prob', '?')}): its vision prompts "
+                      "join the patch tokens before the transformer, where dropping tokens would drop prompts; the authors' CLIP has none", stacklevel=2)
     vis.patch_dropout = nn.Identity()
 
 @patch

@@ -14,16 +14,17 @@ __all__ = ['MINI_SHAPE_MASKS', 'MINI_SHAPES', 'MINI_COLORS', 'MINI_BACKGROUNDS',
            'MINI_SIZE', 'MINI_SUPERSAMPLE', 'MINI_ATTRIBUTES', 'MINI_STYLES', 'MINI_CAPTION_PREFIXES', 'BYTE_SYMBOLS',
            'WORD_END', 'MINI_BPE_CAPTIONS', 'MINI_BPE_SEED', 'MINI_BPE_MERGES', 'MINI_BPE_WORDS', 'MINI_CONTEXT',
            'MINI_MEAN', 'MINI_STD', 'MINI_CONFIG', 'MINI_STEPS', 'MINI_BATCH_SIZE', 'MINI_WEIGHTS', 'MINI_POSITIONS',
-           'MINI_CAPTION_STYLES', 'MINI_PAIR_GAP', 'MINI_TEMPLATES', 'MINI_SPLIT_SIZES', 'MINI_CAPTION_SIZES',
-           'MINI_DATA_SEED', 'MINI_DATASETS', 'MINI_ATTRIBUTE_TASKS', 'MINI_ATTRIBUTE_TEMPLATES', 'DIGIT_NAMES',
-           'shape_coverage', 'sample_scenes', 'render_scenes', 'paint', 'scene_caption', 'scene_captions', 'clean_text',
-           'split_words', 'word_symbols', 'merge_pair', 'corpus_word_counts', 'train_bpe', 'mini_bpe_corpus', 'MiniBPE',
-           'mini_tokenizer', 'mini_model', 'mini_preprocess', 'images_to_tensor', 'caption_targets', 'soft_clip_loss',
-           'corpus_batch', 'warmup_cosine', 'torch_threads', 'pretrain_mini', 'build_mini', 'mini_metadata',
-           'check_mini_header', 'load_mini', 'sample_composed_scenes', 'render_composed_scenes', 'composed_caption',
-           'composed_captions', 'distinct_composed_scenes', 'MiniClassification', 'MiniCaptions', 'mini_shapes',
-           'mini_shift', 'mini_captions', 'mini_dataset', 'mini_attribute_task', 'mini_colors', 'mini_backgrounds',
-           'mini_sketch', 'make_digits']
+           'MINI_CAPTION_STYLES', 'MINI_PAIR_GAP', 'MINI_PHRASINGS', 'MINI_TEMPLATES', 'MINI_SPLIT_SIZES',
+           'MINI_CAPTION_SIZES', 'MINI_DATA_SEED', 'MINI_DATASETS', 'MINI_ATTRIBUTE_TASKS', 'MINI_ATTRIBUTE_TEMPLATES',
+           'DIGIT_NAMES', 'shape_coverage', 'sample_scenes', 'render_scenes', 'paint', 'scene_caption',
+           'scene_captions', 'clean_text', 'split_words', 'word_symbols', 'merge_pair', 'corpus_word_counts',
+           'train_bpe', 'mini_bpe_corpus', 'MiniBPE', 'mini_tokenizer', 'mini_model', 'mini_preprocess',
+           'images_to_tensor', 'caption_targets', 'soft_clip_loss', 'corpus_batch', 'warmup_cosine', 'torch_threads',
+           'pretrain_mini', 'build_mini', 'mini_metadata', 'check_mini_header', 'load_mini', 'sample_composed_scenes',
+           'render_composed_scenes', 'composed_caption', 'composed_captions', 'distinct_composed_scenes',
+           'MiniClassification', 'MiniCaptions', 'mini_shapes', 'mini_shift', 'mini_captions', 'mini_dataset',
+           'mini_attribute_task', 'mini_colors', 'mini_backgrounds', 'mini_sketch', 'mini_captions_multi',
+           'make_digits']
 
 # %% ../nbs/02_mini.ipynb #66ad7f98
 import numpy as np
@@ -584,19 +585,23 @@ def render_composed_scenes(scenes:dict, # from `sample_composed_scenes`
 # %% ../nbs/02_mini.ipynb #efd7552f
 def _plural(word:str)->str: return word + ('es' if word[-1] in 'sx' else 's')
 
+MINI_PHRASINGS = ('{scene} on a {background}.', 'on a {background} {scene}.', 'this is {scene} on a {background}.')  # the first: `mini_captions`'
+
 def composed_caption(scene:dict, # one scene of `sample_composed_scenes`: attribute name -> int
+                     phrasing:int=0, # which of `MINI_PHRASINGS`
                     )->str:
-    "The caption naming every attribute of a composed scene."
+    "The caption naming every attribute of a composed scene, in one of `MINI_PHRASINGS`."
     color, shape = list(MINI_COLORS)[scene['color']], MINI_SHAPES[scene['shape']]
     if scene['count'] == 2: phrase = f"two {color} {_plural(shape)}"
     else:
         words = ' '.join(w for w in (MINI_SIZES[scene['size']], color, shape) if w)
         phrase = f"{_article(words)} {words} {MINI_POSITIONS[scene['position']]}"
-    return f"{MINI_CAPTION_STYLES[scene['style']]} {phrase} on a {list(MINI_BACKGROUNDS)[scene['background']]} background."
+    return MINI_PHRASINGS[phrasing].format(scene=f"{MINI_CAPTION_STYLES[scene['style']]} {phrase}",
+                                           background=f"{list(MINI_BACKGROUNDS)[scene['background']]} background")
 
-def composed_captions(scenes:dict)->list[str]:
-    "One caption per scene of `sample_composed_scenes`."
-    return [composed_caption({k: int(v[i]) for k, v in scenes.items() if v.dtype.kind == 'i'}) for i in range(len(scenes['shape']))]
+def composed_captions(scenes:dict, phrasing:int=0)->list[str]:
+    "One caption per scene of `sample_composed_scenes`, in phrasing `phrasing` of `MINI_PHRASINGS`."
+    return [composed_caption({k: int(v[i]) for k, v in scenes.items() if v.dtype.kind == 'i'}, phrasing) for i in range(len(scenes['shape']))]
 
 def distinct_composed_scenes(rng:np.random.Generator, # the source of randomness
                              n:int, # number of scenes
@@ -619,18 +624,23 @@ _TASK_IDS = {'mini_shapes': 1, 'mini_shift': 2, 'mini_captions': 3}
 _SPLIT_IDS = {'train': 0, 'val': 1, 'test': 2}
 
 @functools.lru_cache(maxsize=None)
+def _composed_arrays(split:str)->tuple:
+    "`(scenes, images, captions)` of the caption task's split (cached; images read-only)."
+    rng = np.random.default_rng([MINI_DATA_SEED, _TASK_IDS['mini_captions'], _SPLIT_IDS[split], MINI_STYLES.index('plain')])
+    scenes, captions = distinct_composed_scenes(rng, MINI_CAPTION_SIZES[split])
+    images = render_composed_scenes(scenes, rng)
+    images.flags.writeable = False
+    return scenes, images, tuple(captions)
+
+@functools.lru_cache(maxsize=None)
 def _task_arrays(task:str, split:str, style:str='plain')->tuple:
     "Rendered `(images, labels_or_captions)` of one task split (cached; arrays are read-only)."
+    if task == 'mini_captions': return _composed_arrays(split)[1:]
     rng = np.random.default_rng([MINI_DATA_SEED, _TASK_IDS[task], _SPLIT_IDS[split], MINI_STYLES.index(style)])
-    if task == 'mini_captions':
-        scenes, captions = distinct_composed_scenes(rng, MINI_CAPTION_SIZES[split])
-        images, out = render_composed_scenes(scenes, rng), tuple(captions)
-    else:
-        labels = rng.permutation(np.repeat(np.arange(len(MINI_SHAPES)), MINI_SPLIT_SIZES[split]))
-        images = render_scenes(sample_scenes(rng, len(labels), shapes=labels), rng, style)
-        out = tuple(int(l) for l in labels)
+    labels = rng.permutation(np.repeat(np.arange(len(MINI_SHAPES)), MINI_SPLIT_SIZES[split]))
+    images = render_scenes(sample_scenes(rng, len(labels), shapes=labels), rng, style)
     images.flags.writeable = False
-    return images, out
+    return images, tuple(int(l) for l in labels)
 
 # %% ../nbs/02_mini.ipynb #90f13639
 class MiniClassification(Dataset):
@@ -645,12 +655,17 @@ class MiniClassification(Dataset):
     def __repr__(self): return f"MiniClassification({self.name!r}: {len(self)} images, {len(self.classnames)} classes)"
 
 class MiniCaptions(Dataset):
-    "In-memory rendered image–caption pairs, yielding `(PIL image or transform(image), caption)`."
-    def __init__(self, images:np.ndarray, captions, transform:Callable|None=None, name:str='mini_captions'):
+    "In-memory rendered image–caption pairs, yielding `(PIL image or transform(image), caption)`; an image may have several captions."
+    def __init__(self, images:np.ndarray, captions, transform:Callable|None=None, name:str='mini_captions',
+                 image_index=None): # the image of each caption (default: caption i describes image i)
         self.images, self.captions, self.transform, self.name = images, list(captions), transform, name
+        self.image_index = list(range(len(self.captions))) if image_index is None else [int(j) for j in image_index]
+        if len(self.image_index) != len(self.captions): raise ValueError(f"{len(self.captions)} captions but {len(self.image_index)} image indices")
+    @property
+    def image_paths(self)->list[str]: return [f'{self.name}/{j}' for j in self.image_index]  # one name per image: recall groups captions by it
     def __len__(self): return len(self.captions)
     def __getitem__(self, i):
-        img = Image.fromarray(self.images[i])
+        img = Image.fromarray(self.images[self.image_index[i]])
         return (self.transform(img) if self.transform is not None else img), self.captions[i]
     def __repr__(self): return f"MiniCaptions({self.name!r}: {len(self)} pairs)"
 
@@ -734,6 +749,19 @@ def mini_sketch(split:str='test', transform:Callable|None=None)->MiniClassificat
     return ds
 
 MINI_DATASETS.update(mini_colors=mini_colors, mini_backgrounds=mini_backgrounds, mini_sketch=mini_sketch)
+
+# %% ../nbs/02_mini.ipynb #819edd9c
+def mini_captions_multi(split:str='test', # 'train', 'val' or 'test'
+                        transform:Callable|None=None, # applied to each PIL image
+                       )->MiniCaptions:
+    "`mini_captions`' images, each with one caption per phrasing of `MINI_PHRASINGS`: retrieval as COCO and Flickr30k score it."
+    check_name('split', split, _SPLIT_IDS)
+    scenes, images, _ = _composed_arrays(split)
+    by_phrasing = [composed_captions(scenes, p) for p in range(len(MINI_PHRASINGS))]
+    captions = [caps[i] for i in range(len(images)) for caps in by_phrasing]
+    return MiniCaptions(images, captions, transform, 'mini_captions_multi', image_index=np.repeat(np.arange(len(images)), len(by_phrasing)))
+
+MINI_DATASETS.update(mini_captions_multi=mini_captions_multi)
 
 # %% ../nbs/02_mini.ipynb #624e8474
 DIGIT_NAMES = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')

@@ -10,8 +10,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['WISE_MIXES', 'WISE_FT_RECIPE', 'check_mixable', 'interpolate', 'load_run', 'run_ends', 'test_sets', 'wise_sets',
            'zero_shot_linear_head', 'fine_tuned_linear_head', 'end_heads', 'mixed_head_logits', 'score_of',
-           'mixed_scores', 'wise_curve', 'chosen_alpha', 'plot_wise', 'run_probabilities', 'run_label', 'ensemble',
-           'parse_protocol_args', 'protocols_main', 'wise_command', 'ensemble_command', 'saliency_command']
+           'mixed_scores', 'wise_curve', 'chosen_alpha', 'plot_wise', 'wise_metrics', 'wise_rows', 'run_probabilities',
+           'run_label', 'ensemble', 'parse_protocol_args', 'protocols_main', 'wise_command', 'ensemble_command',
+           'saliency_command']
 
 # %% ../nbs/43_protocols.ipynb #37e27a24
 import torch
@@ -24,7 +25,8 @@ from .tables import WISE_ALPHAS
 from .models import load_clip
 from .data import get_dataset, dataset_attr
 from .config import load_config
-from .evaluate import full_test_split, test_split, also_test_sets, evaluate, task_of, class_scores
+from .evaluate import full_test_split, test_split, also_test_sets, evaluate, task_of, class_scores, base_to_new
+from .compare import run_dir, finished, run_row
 from .cli import image_transforms, build_splits, USER_ERRORS, RUN_ERRORS
 from .saliency import changed_predictions, saliency_figure
 
@@ -172,6 +174,35 @@ def plot_wise(rows:list, title:str=''):
     if 'val' in rows[0]: ax.axvline(chosen_alpha(rows), c='gray', lw=1, ls=':')
     ax.set(xlabel='α (0: zero-shot, 1: fine-tuned)', ylabel='score (%)', title=title); ax.legend()
     return fig
+
+# %% ../nbs/43_protocols.ipynb #44fdbd83
+def wise_metrics(metrics:dict, # a finished run's metrics.json
+                 curve:list, # `wise_curve` of that run
+                )->dict: # the run's metrics with every test score the mix's at the α chosen on validation
+    "A run's metrics as its WiSE-FT mix scores them, at the α its validation split chooses (NLL and ECE left empty)."
+    at = next(r for r in curve if r['alpha'] == chosen_alpha(curve))
+    also = {n: dict(v, after=None if v['after'] is None else dict(accuracy=at[n])) for n, v in metrics.get('also', {}).items()}
+    mixed = dict(metrics, accuracy=at[metrics['dataset']], top1=at[metrics['dataset']], nll=None, ece=None, also=also,
+                 wise=dict(alpha=at['alpha'], chosen_on='val', curve=curve))
+    return mixed | ({'base_to_new': base_to_new(mixed)} if metrics.get('base_to_new') else {})
+
+def wise_rows(out, # a comparison's folder (`compare`'s `out`)
+              protocol:str='few_shot', # the comparison's protocol (its headline column)
+              strategy:str='full', # whose runs to mix with their zero-shot ends
+              label:str='wise_ft', # the rows' strategy name
+             )->list: # one row per finished run of `strategy`, in the comparison's columns
+    "WiSE-FT rows for a comparison: each finished `strategy` run mixed with its zero-shot end, α chosen on validation."
+    rows = []
+    for d in sorted((Path(out)/'runs'/strategy).glob('*shot_seed*')):
+        if not finished(d): continue
+        shots, seed = (int(x) for x in d.name.replace('shot_seed', ' ').split())
+        w = Path(out)/label/d.name
+        if not finished(w):
+            mixed = wise_metrics(json.loads((d/'metrics.json').read_text()), wise_curve(d))
+            atomic_write(w/'metrics.json', json.dumps(mixed, indent=1)); atomic_write(w/'resources.json', (d/'resources.json').read_text())
+        rows.append(run_row(w, label, shots, seed, protocol) | dict(wise_alpha=json.loads((w/'metrics.json').read_text())['wise']['alpha']))
+    if not rows: raise ValueError(f"No finished {strategy!r} run in {str(Path(out)/'runs'/strategy)!r}: WiSE-FT mixes a finished run with its zero-shot end")
+    return rows
 
 # %% ../nbs/43_protocols.ipynb #b135dde1
 def run_probabilities(run:dict, # what `load_run` gives

@@ -42,3 +42,12 @@ def pytest_collection_modifyitems(config, items):
 def terminal_ctrl_c():
     "In the child: Ctrl-C as in a terminal (a shell's background job, CI's maybe, starts with SIGINT ignored)."
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+@pytest.fixture(scope='module')
+def one_thread():
+    "One torch thread for a module's tests (as their timings were measured), restored for the modules after it."
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

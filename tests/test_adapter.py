@@ -15,7 +15,7 @@ from clip_strategies.core import save_safetensors, read_safetensors, count_param
 from clip_strategies.models import load_clip
 from clip_strategies.strategy import strategy_record, get_strategy, check_strategy, save_learned, load_learned, StrategyError, added_parameters
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures('one_thread')  # one torch thread for this module's tests (conftest), restored after
 
 @pytest.fixture(scope='module')
 def mini():

@@ -7,7 +7,7 @@ import torch
 
 from clip_strategies.cli import protocol_run, train_main
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures('one_thread')  # one torch thread for this module's tests (conftest), restored after
 
 def test_zs_linear_with_no_steps_is_zero_shot():
     m = protocol_run('zs_linear', {'TRAINER.ZS_LINEAR.STEPS': 0, 'DATASET.ALSO_TEST': []})['metrics']

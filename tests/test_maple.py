@@ -10,7 +10,7 @@ from conftest import bare_run
 from clip_strategies.models import load_clip, with_tokenizer
 from clip_strategies.strategy import get_strategy, load_learned, StrategyError, OptionError
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures('one_thread')  # one torch thread for this module's tests (conftest), restored after
 
 @pytest.fixture(scope='module')
 def maple_run(tmp_path_factory):
@@ -57,3 +57,15 @@ def test_bad_options_are_refused_naming_them(tmp_path, capsys, args, says):
     assert train_main(['--config', 'mini', '--no-progress', 'TRAINER.NAME', 'maple', *args, 'OUTPUT_DIR', str(tmp_path/'o')]) == 2
     err = capsys.readouterr().err
     assert 'error:' in err and says in err, err
+
+def test_patch_dropout_is_turned_off_and_said():
+    from open_clip.transformer import PatchDropout
+    import warnings
+    model = load_clip('mini', device='cpu')[0]
+    model.visual.patch_dropout = PatchDropout(0.5)
+    with pytest.warns(UserWarning, match=r"turns off the vision tower's patch dropout \(prob 0.5\)"):
+        get_strategy('maple', prompt_depth=1).apply(model)
+    assert isinstance(model.visual.patch_dropout, torch.nn.Identity)
+    with warnings.catch_warnings():  # none to turn off (open_clip's default): nothing said
+        warnings.simplefilter('error')
+        get_strategy('maple', prompt_depth=1).apply(load_clip('mini', device='cpu')[0])

@@ -14,7 +14,7 @@ from clip_strategies.core import read_safetensors
 from clip_strategies.models import load_clip
 from clip_strategies.strategy import get_strategy, check_strategy, load_learned
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures('one_thread')  # one torch thread for this module's tests (conftest), restored after
 SMALL = ['--no-progress', 'DATASET.NUM_SHOTS', '2', 'DATASET.ALSO_TEST', '[]']  # 16 images: one step per epoch
 
 @pytest.fixture(scope='module')

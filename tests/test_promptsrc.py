@@ -18,7 +18,7 @@ from conftest import bare_run
 from clip_strategies.models import load_clip, random_clip
 from clip_strategies.strategy import StrategyError, get_strategy, load_learned, list_strategies
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures('one_thread')  # one torch thread for this module's tests (conftest), restored after
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
