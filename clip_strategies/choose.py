@@ -289,17 +289,19 @@ def family_link(r:dict, link)->str:
 def answers_table(answers:list, # from `protocol_answers`
                   link=None, # name -> URL of its page (None: `strategy_page`)
                  )->str:
-    "The answers as Markdown: per question the best family, its best strategy and value, the runner-up, and zero-shot."
+    "The answers as Markdown: per question the best family, its best strategy, its value and gain over zero-shot, the runner-up, and zero-shot."
     link = link or strategy_page
-    lines = ['| the task needs… | protocol | best family | its best strategy | value | next family | zero-shot |', '|---|---|---|---|---:|---|---:|']
+    lines = ['| the task needs… | protocol | best family | its best strategy | value | vs zero-shot | next family | zero-shot |', '|---|---|---|---|---:|---:|---|---:|']
     for a in answers:
         fs, z = a['families'], a['zero_shot']
         first = fs[0] if fs else None
         nxt = next((f for f in fs[1:]), None)
+        scored = first and z and z['score'] is not None and a['protocol'] != 'few_shot'
         lines.append('| ' + ' | '.join([a['question'], a['protocol'], first['family'] if first else '—', family_link(first, link) if first else '—',
                                        answer_value(first['row'], a['protocol']) if first else '—',
+                                       f"{first['row']['score'] - z['score']:+.1f}" if scored else '—',
                                        f"{nxt['family']} ({family_link(nxt, link)}: {answer_value(nxt['row'], a['protocol'])})" if nxt else '—',
-                                       answer_value(z, a['protocol']) if z and z['score'] is not None and a['protocol'] != 'few_shot' else '—']) + ' |')
+                                       answer_value(z, a['protocol']) if scored else '—']) + ' |')
     return '\n'.join(lines)
 
 # %% ../nbs/44_choose.ipynb #d6ef7231
