@@ -35,6 +35,9 @@ def test_the_data_notebooks_read_is_installed_with_the_package(tmp_path):
     "What setuptools installs (build_py: the modules and package_data) holds every result table the notebooks name."
     named = {m for p in NBS for _, s in code_cells(p) if not s.startswith('#| hide')
              for m in re.findall(r"results_file\('(\w+)'\)", s)}  # the readers (hidden test cells try wrong names)
+    if any('protocol_tables()' in s for p in NBS for _, s in code_cells(p)):  # choose.protocol_tables reads one table per protocol
+        from clip_strategies.compare import PROTOCOLS
+        named |= {f'mini_protocol_{p}' for p in PROTOCOLS}
     assert named >= {'mini_compare', 'digits_compare', 'mini_base_to_new', 'mini_retrieval'}, named
     out = subprocess.run([sys.executable, 'setup.py', '-q', 'build_py', '-d', str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
