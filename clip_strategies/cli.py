@@ -4,23 +4,25 @@
 
 # %% ../nbs/41_cli.ipynb #e61acc3b
 from __future__ import annotations
-import argparse, contextlib, json, math, os, shlex, shutil, subprocess, sys, time, warnings
+import argparse, contextlib, copy, hashlib, json, math, os, shlex, shutil, subprocess, sys, time, warnings
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['other_test_sets', 'RUN_FILES', 'USER_ERRORS', 'RUN_ERRORS', 'RANDOM_WEIGHTS_ENV', 'backbone_input',
            'image_transforms', 'dataset_root', 'drawn_splits', 'file_splits', 'build_splits', 'unseen_class_words',
-           'check_output_dir', 'clear_run', 'run_context', 'make_learner', 'git_commit', 'evaluated_weights',
-           'transform_steps', 'split_file_card', 'recipe_card', 'train', 'run', 'protocol_run', 'command_parser',
-           'parse_args', 'resolve_config', 'train_main', 'interrupted_note', 'parse_splits_args', 'write_config_splits',
-           'check_config_splits', 'splits_main', 'random_weights', 'real_clip_skip', 'yours_vs_paper', 'paper_run']
+           'check_output_dir', 'clear_run', 'run_context', 'make_learner', 'set_identity', 'before_key',
+           'before_metrics', 'git_commit', 'evaluated_weights', 'transform_steps', 'split_file_card', 'recipe_card',
+           'train', 'run', 'protocol_run', 'command_parser', 'parse_args', 'resolve_config', 'train_main',
+           'interrupted_note', 'parse_splits_args', 'write_config_splits', 'check_config_splits', 'splits_main',
+           'random_weights', 'real_clip_skip', 'yours_vs_paper', 'paper_run']
 
 # %% ../nbs/41_cli.ipynb #6ae51048
 import torch
 from torchvision import transforms as T
 from .core import count_params, best_precision, seed_everything, save_safetensors, atomic_write, is_main_process, process_rank, folder_lock
 from .tables import PUBLISHED, PUBLISHED_SCOPE
-from .models import load_clip, WeightsUnavailableError, real_clip_unavailable
+from .models import load_clip, WeightsUnavailableError, real_clip_unavailable, base_digest, set_rng_states, rng_digest, rng_states
+from .zeroshot import model_device, dataset_identity
 from .data import get_dataset, few_shot_splits, build_transform, dataset_attr, split_checksum, DatasetUnavailableError, UnreadableImageError
 import clip_strategies.benchmarks  # registers the field's datasets (CoOp's layouts) under their names
 from .zeroshot import warn_unseen_words, UnseenWordsWarning, truncated_captions_note
@@ -155,6 +157,34 @@ def make_learner(cfg:Config, model, tokenizer, strategy, splits:dict, run:RunCon
     return run.learner(model, dls, objective, cfg['OPTIM.LR'], epochs, opt_func, [FeatureCacheCB()] + strategy.callbacks() + budget,
                        grad_accum=accum, max_grad_norm=cfg['OPTIM.MAX_GRAD_NORM'], schedule=schedule)
 
+# %% ../nbs/41_cli.ipynb #a33f10f4
+_BEFORE = {}  # `before_key` -> (test metrics, also-test metrics, generator states after), for the kept base models
+
+def set_identity(name:str, dataset)->list:
+    "What says which test set `dataset` is: its name, then `dataset_identity` (type, size, checksum, first image, classes, templates)."
+    return [name] + dataset_identity(dataset)
+
+def before_key(model, test, also:dict, task:str, batch_size:int, transform)->str|None:
+    "A digest of everything the before-metrics depend on (None: `model` is not a kept base model, so nothing is reused)."
+    digest = base_digest(model)
+    if digest is None: return None
+    parts = [digest, rng_digest(), task, batch_size, transform_steps(transform), str(model_device(model)),
+             set_identity('test', test)] + [set_identity(n, ds) for n, ds in also.items()]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+def before_metrics(model, tokenizer, test, also:dict, # the untouched model, its tokenizer, the test set, the also-test sets
+                   task:str, batch_size:int, transform, # the run's task, test batch size and test transform
+                  )->tuple: # (test metrics, also-test metrics)
+    "The untouched model's metrics on the test and also-test sets; reused where a kept base model saw the same inputs."
+    key = before_key(model, test, also, task, batch_size, transform)
+    if key is not None and key in _BEFORE:
+        before, also_before, after = _BEFORE[key]
+        set_rng_states(after)
+        return copy.deepcopy(before), copy.deepcopy(also_before)
+    before, also_before = evaluate(model, tokenizer, test, task, batch_size), evaluate_sets(model, tokenizer, also, batch_size)
+    if key is not None: _BEFORE[key] = (copy.deepcopy(before), copy.deepcopy(also_before), rng_states())
+    return before, also_before
+
 # %% ../nbs/41_cli.ipynb #a77a9bb4
 def git_commit(path:Path=Path(__file__).parent if '__file__' in globals() else Path('.'), # a folder inside the checkout
               )->str|None:
@@ -210,7 +240,7 @@ def train(cfg:Config, # a validated config (`load_config`)
     task, bs, run = splits['task'], cfg['DATALOADER.TEST.BATCH_SIZE'], run_context(cfg, resume, progress, strategy.name)
     strategy.check_task(task)
     also = also_test_sets(cfg, image_transforms(cfg, preprocess)[1], full_test)
-    before, also_before = evaluate(model, tokenizer, splits['test'], task, bs), evaluate_sets(model, tokenizer, also, bs)
+    before, also_before = before_metrics(model, tokenizer, splits['test'], also, task, bs, image_transforms(cfg, preprocess)[1])
     strategy.apply(model)
     trainable, total = count_params(model)
     learn, t0 = None, time.time()

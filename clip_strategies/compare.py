@@ -5,7 +5,7 @@
 # %% ../nbs/42_compare.ipynb #bb158d4b
 from __future__ import annotations
 import argparse, csv, hashlib, io, json, math, os, resource, subprocess, sys, time
-import contextlib, copy, ctypes, fcntl, shlex, signal, socket, threading
+import contextlib, copy, ctypes, fcntl, select, shlex, signal, socket, threading, traceback
 from pathlib import Path
 
 # %% auto #0
@@ -13,18 +13,19 @@ __all__ = ['GRID_KEYS', 'PROTOCOLS', 'PROTOCOL_HEADLINES', 'DEFAULT_TARGETS', 'H
            'check_distinct', 'check_strategies', 'reads_key', 'strategy_overrides', 'run_overrides', 'check_overrides',
            'check_combinations', 'check_grid', 'task_refusals', 'check_protocol', 'protocol_targets',
            'protocol_overrides', 'compare_record', 'read_json', 'check_out_folder', 'check_compare_dir', 'run_dir',
-           'finished', 'write_request', 'peak_memory', 'run_one', 'die_with_parent', 'child_env', 'launch', 'stop',
-           'tail', 'run_grid', 'set_score', 'forgetting', 'target_columns', 'card_columns', 'run_row', 'write_table',
-           'score', 'mean_std', 'seed_mean', 'summary', 'ranking_table', 'plot_compare', 'ComparisonInterrupted',
-           'run_missing', 'compare', 'comma_list', 'parse_compare_args', 'run_child', 'report', 'compare_main',
-           'calibration_points', 'plot_calibration']
+           'finished', 'write_request', 'reset_peak_memory', 'resident_peak_mb', 'peak_memory', 'run_one',
+           'die_with_parent', 'output_to', 'run_logged', 'serve_runs', 'child_env', 'launch', 'stop', 'tail',
+           'run_grid', 'Worker', 'answering', 'run_in_workers', 'set_score', 'forgetting', 'target_columns',
+           'card_columns', 'run_row', 'write_table', 'score', 'mean_std', 'seed_mean', 'summary', 'ranking_table',
+           'plot_compare', 'ComparisonInterrupted', 'run_missing', 'compare', 'comma_list', 'parse_compare_args',
+           'run_child', 'report', 'compare_main', 'calibration_points', 'plot_calibration']
 
 # %% ../nbs/42_compare.ipynb #2317be11
 import torch
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
 from .core import atomic_write, close_matches, folder_lock, FolderInUseError, check_name
-from .models import load_clip
+from .models import load_clip, keeping_base_models
 from .data import get_dataset, few_shot_indices, list_datasets
 from .strategy import list_strategies, get_strategy, StrategyError, Combined
 from .checkpoint import has_checkpoint
@@ -218,14 +219,28 @@ def write_request(d:Path, config, overrides:dict):
     d.mkdir(parents=True, exist_ok=True)
     atomic_write(d/'request.json', json.dumps(dict(config=None if config is None else str(config), overrides=overrides), indent=1))
 
+def reset_peak_memory()->bool:
+    "Start this process's peak counts afresh (Linux's VmHWM, torch's GPU peak); False where the resident peak cannot be reset."
+    if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
+    try: Path('/proc/self/clear_refs').write_text('5'); return True
+    except OSError: return False
+
+def resident_peak_mb()->float:
+    "This process's peak resident memory since the last reset (VmHWM), else since it started (ru_maxrss), in MiB."
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        line = next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM:'))
+        return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
 def peak_memory()->dict:
     "This process's peak resident memory and torch's peak GPU allocation, in MiB."
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return dict(peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), peak_gpu_mb=gpu)
+    return dict(peak_rss_mb=resident_peak_mb(), peak_gpu_mb=gpu)
 
 def run_one(d:Path)->dict:
     "Run the request stored in `d` (resuming from its checkpoint), then record its resources."
     req, t0 = read_json(Path(d)/'request.json', "run the comparison again: it writes the request anew"), time.time()
+    reset_peak_memory()
     cfg = load_config(req['config'], req['overrides'])
     run(cfg, resume=has_checkpoint(Path(d)/'checkpoints'), progress=False, log=lambda *a: None)
     res = dict(peak_memory(), wall_seconds=round(time.time() - t0, 2))
@@ -244,6 +259,34 @@ def die_with_parent(parent:int, # the process this one must not outlive
         with contextlib.suppress(OSError, AttributeError): asked = ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) == 0  # PR_SET_PDEATHSIG
     if not asked: threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     if os.getppid() != parent: os._exit(1)  # it ended before we asked
+
+# %% ../nbs/42_compare.ipynb #097a2641
+@contextlib.contextmanager
+def output_to(path:Path):
+    "Inside the block, this process's stdout and stderr (file descriptors 1 and 2, so C code's output too) append to `path`."
+    sys.stdout.flush(); sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(path, 'a') as f: os.dup2(f.fileno(), 1); os.dup2(f.fileno(), 2)
+        yield
+    finally:
+        sys.stdout.flush(); sys.stderr.flush()
+        for fd, s in zip((1, 2), saved): os.dup2(s, fd); os.close(s)
+
+def run_logged(d:Path)->int:
+    "Run the request in `d` with its output in `d/log.txt`: 0 when it finished, 1 when it raised (the traceback is in the log)."
+    with output_to(Path(d)/'log.txt'):
+        print(f"process {os.getpid()} runs {d}", flush=True)
+        try: run_one(d); return 0
+        except Exception: traceback.print_exc(); return 1
+
+def serve_runs(answers_fd:int, # where to answer: one line per run, `run_logged`'s code
+               parent:int|None=None, # the comparison's process: the worker dies with it
+              ):
+    "A worker: run each run folder named on stdin in turn, keeping base models loaded; answer each on `answers_fd`."
+    if parent: die_with_parent(parent)
+    with keeping_base_models(), os.fdopen(answers_fd, 'w', buffering=1) as answers:
+        for line in iter(sys.stdin.readline, ''): answers.write(f"{run_logged(Path(line.rstrip(chr(10))))}\n")
 
 # %% ../nbs/42_compare.ipynb #7f15f4ec
 def child_env(slot:int, jobs:int)->dict:
@@ -291,6 +334,72 @@ def run_grid(todo:list, # run folders still to do (each holds its request)
                     failed.append(d); tqdm.write(f"run {d} failed (exit {p.returncode}):\n{tail(d/'log.txt')}")
                 bar.update(1)
     finally: stop(list(running)); bar.close()
+    return failed
+
+# %% ../nbs/42_compare.ipynb #7a6d7535
+class Worker:
+    "A worker process of the comparison (`serve_runs`) in its slot, given one run folder at a time."
+    def __init__(self, slot:int, jobs:int, # its slot and the number of slots
+                 log:Path, # where its own output goes (each run's goes to the run's log.txt)
+                ):
+        r, w = os.pipe()
+        with open(log, 'a') as f:
+            self.proc = subprocess.Popen([sys.executable, '-m', 'clip_strategies.compare', '--worker', str(w), '--parent', str(os.getpid())],
+                                         stdin=subprocess.PIPE, stdout=f, stderr=subprocess.STDOUT, env=child_env(slot, jobs),
+                                         pass_fds=(w,), text=True)
+        os.close(w)
+        self.answers, self.slot, self.run, self.log = os.fdopen(r), slot, None, Path(log)
+    def give(self, d:Path):
+        "Hand it the run in `d` (a worker that has died answers nothing, and `answer` says so)."
+        self.run = d
+        with contextlib.suppress(BrokenPipeError, OSError): self.proc.stdin.write(f"{d}\n"); self.proc.stdin.flush()
+    def answer(self)->int|None:
+        "The code of the run it just finished (None: the worker died during it)."
+        line, self.run = self.answers.readline(), None
+        return int(line) if line.strip() else None
+    def close(self, gently:bool=True):
+        "End it: gently by closing its stdin (it finishes and exits), else at once."
+        with contextlib.suppress(OSError): self.proc.stdin.close()
+        if not gently: self.proc.terminate()
+        try: self.proc.wait(10)
+        except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
+        self.answers.close()
+
+def answering(workers:list, timeout:float=0.5)->list:
+    "The busy workers that have an answer (or have died), waiting at most `timeout` seconds."
+    busy = {w.answers.fileno(): w for w in workers if w.run is not None}
+    return [busy[fd] for fd in select.select(list(busy), [], [], timeout)[0]] if busy else []
+
+# %% ../nbs/42_compare.ipynb #b0f5ad82
+def run_in_workers(todo:list, # run folders still to do (each holds its request)
+                   total:int, # runs in the whole grid (the bar starts at the finished ones)
+                   jobs:int=1, # workers at once
+                   progress:bool=True, # a progress bar over the grid
+                   logs:Path|None=None, # the folder of the workers' own logs (default: beside the first run's folder)
+                  )->list: # the folders whose run failed
+    "Run the folders in up to `jobs` workers that live across runs; return the failed ones. On an error or Ctrl-C the workers are ended."
+    pending, failed, workers, ok = list(todo), [], {}, False
+    logs = Path(logs) if logs else Path(todo[0]).parents[2]/'workers' if todo else None
+    bar = tqdm(total=total, initial=total - len(todo), desc='runs', disable=not progress, unit='run')
+    try:
+        while pending or any(w.run is not None for w in workers.values()):
+            for slot in range(jobs):
+                w = workers.get(slot)
+                if not pending or (w is not None and w.run is not None): continue
+                if w is None or w.proc.poll() is not None:
+                    if w is not None: w.close()
+                    logs.mkdir(parents=True, exist_ok=True); w = workers[slot] = Worker(slot, jobs, logs/f'worker{slot}.log')
+                w.give(pending.pop(0))
+            for w in answering(list(workers.values())):
+                d, code = w.run, w.answer()
+                if code != 0 or not finished(d):
+                    why = f"its worker died (exit {w.proc.wait()}; see {w.log})" if code is None else "it raised"
+                    failed.append(d); tqdm.write(f"run {d} failed ({why}):\n{tail(d/'log.txt')}")
+                bar.update(1)
+        ok = True
+    finally:
+        for w in workers.values(): w.close(gently=ok)
+        bar.close()
     return failed
 
 # %% ../nbs/42_compare.ipynb #43af6ef6
@@ -423,11 +532,14 @@ def plot_compare(rows:list, # the table's rows
 class ComparisonInterrupted(KeyboardInterrupt):
     "A comparison stopped by Ctrl-C; its message says how many runs are finished and saved."
 
-def run_missing(out:Path, grid:list, config, overrides:dict, jobs:int=1, progress:bool=True)->list:
+def run_missing(out:Path, grid:list, config, overrides:dict, jobs:int=1, progress:bool=True,
+                fresh_processes:bool=False, # a process per run (`run_grid`) instead of workers that live across runs
+               )->list:
     "Write the request of every run of `grid` not yet finished, and run them; return the failed ones."
     todo = [(g, run_dir(out, *g)) for g in grid if not finished(run_dir(out, *g))]
     for (s, k, seed), d in todo: write_request(d, config, run_overrides(s, k, seed, d, overrides))
-    try: return run_grid([d for _, d in todo], len(grid), jobs, progress)
+    todo = [d for _, d in todo]
+    try: return run_grid(todo, len(grid), jobs, progress) if fresh_processes else run_in_workers(todo, len(grid), jobs, progress, Path(out)/'workers')
     except KeyboardInterrupt:
         done = sum(finished(run_dir(out, *g)) for g in grid)
         raise ComparisonInterrupted(f"{done} of {len(grid)} runs are finished and saved in {str(Path(out)/'runs')!r} "
@@ -444,6 +556,7 @@ def compare(strategies:list|None=None, # names, combinations ('lora+coop' or lis
             progress:bool=True, # a progress bar over the grid
             protocol:str='few_shot', # one of `PROTOCOLS`: what the runs are tested on and ranked by
             targets:list|None=None, # a transfer protocol's test datasets (None: `DEFAULT_TARGETS` for the source)
+            fresh_processes:bool=False, # a process per run, as before workers lived across runs (same results, slower)
            )->dict: # rows, failed run folders, the folder and the wall seconds
     "Run every strategy over shots and seeds under `protocol` (resuming the folder's earlier runs); write the table, the plots and the ranking."
     if not isinstance(jobs, int) or jobs < 1: raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
@@ -465,7 +578,7 @@ def compare(strategies:list|None=None, # names, combinations ('lora+coop' or lis
         check_compare_dir(out, compare_record(specs, shots, seeds, cfg, over) | (dict(protocol=protocol, targets=targets) if protocol != 'few_shot' else {}))
         grid = [(s, k, seed) for k in shots for seed in seeds for s in specs]
         for g in [g for g in grid if finished(run_dir(out, *g))]: run_row(run_dir(out, *g), *g, protocol)  # an unreadable one is named now
-        failed = run_missing(out, grid, cfg, over, jobs, progress)
+        failed = run_missing(out, grid, cfg, over, jobs, progress, fresh_processes)
         rows = [run_row(run_dir(out, *g), *g, protocol) for g in grid if finished(run_dir(out, *g))]
         if rows:
             write_table(rows, out); atomic_write(out/'ranking.md', ranking_table(rows) + '\n')
@@ -492,6 +605,8 @@ def parse_compare_args(argv=None)->argparse.Namespace:
     p.add_argument('--jobs', type=int, default=1, help="runs at once (one per GPU where there are several)")
     p.add_argument('--out', default='output/compare', help="the comparison's folder: new, empty, or a comparison's (the same arguments resume it)")
     p.add_argument('--no-progress', action='store_true', help="no progress bar")
+    p.add_argument('--fresh-processes', action='store_true', help="run each run in a process of its own (slower; the same results)")
+    p.add_argument('--worker', type=int, default=None, help=argparse.SUPPRESS)  # a worker process: answer on this file descriptor
     p.add_argument('--one', default=None, help=argparse.SUPPRESS)  # a child process: run the request in this folder
     p.add_argument('--parent', type=int, default=None, help=argparse.SUPPRESS)  # the child's parent: it dies with it
     p.add_argument('overrides', nargs='*', metavar='KEY VALUE', help="config overrides for every run, e.g. OPTIM.MAX_EPOCH 5")
@@ -519,8 +634,9 @@ def compare_main(argv=None)->int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_compare_args(argv)
     if args.one: return run_child(Path(args.one), args.parent)
+    if args.worker is not None: serve_runs(args.worker, args.parent); return 0
     try: res = compare(args.strategies, args.shots, args.seeds, args.config, parse_overrides(args.overrides), args.out,
-                       args.jobs, not args.no_progress, args.protocol, args.targets)
+                       args.jobs, not args.no_progress, args.protocol, args.targets, args.fresh_processes)
     except KeyboardInterrupt as e:
         saved = str(e) or f"the runs finished so far are kept in {str(Path(args.out)/'runs')!r}"
         print(f"interrupted: {saved}; to resume, run the same command: {shlex.join(['clip_strategies_compare', *argv])}", file=sys.stderr)

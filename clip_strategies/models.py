@@ -4,15 +4,17 @@
 
 # %% ../nbs/03_models.ipynb #f8753f92
 from __future__ import annotations
-import os, socket, logging, contextlib
+import os, socket, logging, contextlib, copy, hashlib, pickle, random, weakref
 from pathlib import Path
 from urllib.parse import urlparse
 
 # %% auto #0
 __all__ = ['normalize_model_name', 'WeightsUnavailableError', 'cached_weights', 'check_weights_available', 'load_weights',
-           'with_tokenizer', 'random_clip', 'load_clip', 'real_clip_unavailable']
+           'with_tokenizer', 'random_clip', 'load_clip', 'rng_states', 'set_rng_states', 'rng_digest', 'weights_digest',
+           'keeping_base_models', 'base_digest', 'real_clip_unavailable']
 
 # %% ../nbs/03_models.ipynb #dd763add
+import numpy as np
 import torch
 import open_clip
 from .core import get_device, load_state_dict, check_name
@@ -143,12 +145,20 @@ def random_clip(name:str, # an open_clip model name ('ViT-B-32', also 'ViT-B/32'
     with _quiet(): return with_tokenizer(open_clip.create_model(name, pretrained=None), open_clip.get_tokenizer(name))
 
 # %% ../nbs/03_models.ipynb #e7ae7273
+_KEPT = None  # inside `keeping_base_models`: load key -> (weights digest, generator states after the load)
+_KEPT_MODELS = {}  # weights digest -> (model, preprocess, tokenizer), shared by the keys that load the same weights
+_HANDED_OUT = weakref.WeakKeyDictionary()  # copy handed out -> its weights digest
+
 def load_clip(name:str='mini', # 'mini' or an open_clip model name ('ViT-B-32', also 'ViT-B/32')
               pretrained:str|None=None, # an open_clip pretrained tag ('openai', 'laion2b_s34b_b79k'...), a local weights file, or None or '' (random weights, offline)
               device:str|torch.device|None=None, # where to put the model (default: CUDA if available)
              ):
     "`(model, preprocess, tokenizer)` for a CLIP backbone; the model is in eval mode."
     name, device, pretrained = normalize_model_name(name), get_device(device), pretrained or None  # '': random weights
+    if _KEPT is not None: return _kept_copy(name, pretrained, device)
+    return _load_clip(name, pretrained, device)
+
+def _load_clip(name:str, pretrained:str|None, device:torch.device):
     path = pretrained if pretrained is not None and _is_path(str(pretrained)) else None
     if name == 'mini':
         if pretrained is not None and path is None:
@@ -166,6 +176,66 @@ def load_clip(name:str='mini', # 'mini' or an open_clip model name ('ViT-B-32', 
         if path is not None: load_weights(model, path)
     tokenizer = open_clip.get_tokenizer(name)
     return with_tokenizer(model.to(device).eval(), tokenizer), preprocess, tokenizer
+
+# %% ../nbs/03_models.ipynb #45c5c2ce
+def rng_states()->tuple:
+    "The states of Python's, NumPy's and torch's CPU random number generators."
+    return random.getstate(), np.random.get_state(), torch.get_rng_state()
+
+def set_rng_states(states:tuple, # what `rng_states` returned
+                  ):
+    "Put the three generators back where `states` says."
+    random.setstate(states[0]); np.random.set_state(states[1]); torch.set_rng_state(states[2])
+
+def rng_digest()->str:
+    "16 hex digits naming the generators' states: two equal digests, the same draws follow."
+    py, npy, t = rng_states()
+    return hashlib.sha256(pickle.dumps((py, npy[0], npy[1].tobytes(), npy[2:], t.numpy().tobytes()))).hexdigest()[:16]
+
+def weights_digest(model:torch.nn.Module)->str:
+    "16 hex digits of a sha256 over a model's state dict: names, dtypes, shapes and values."
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(f'{k}:{v.dtype}:{tuple(v.shape)};'.encode())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+# %% ../nbs/03_models.ipynb #445938ac
+def _file_stamp(pretrained:str|None)->tuple|None:
+    "A weights file's size and modification time (a changed file is loaded again)."
+    if pretrained is None or not _is_path(str(pretrained)): return None
+    st = Path(pretrained).stat()
+    return st.st_size, st.st_mtime_ns
+
+def _kept_copy(name:str, pretrained:str|None, device:torch.device)->tuple:
+    "A deep copy of the kept base model (loaded now if this key is new), with the generators as a fresh load leaves them."
+    key = (name, pretrained, str(device), _file_stamp(pretrained), rng_digest())
+    if key not in _KEPT:
+        model, preprocess, tokenizer = _load_clip(name, pretrained, device)
+        digest = weights_digest(model)
+        _KEPT_MODELS.setdefault(digest, (model, preprocess, tokenizer))
+        _KEPT[key] = (digest, rng_states())
+    digest, after = _KEPT[key]
+    model, preprocess, tokenizer = _KEPT_MODELS[digest]
+    set_rng_states(after)
+    copied = copy.deepcopy(model, {id(tokenizer): tokenizer})  # the tokenizer is shared, not copied
+    _HANDED_OUT[copied] = digest
+    return copied, preprocess, tokenizer
+
+# %% ../nbs/03_models.ipynb #6228489b
+@contextlib.contextmanager
+def keeping_base_models():
+    "Inside the block, `load_clip` loads each backbone once and returns fresh copies; the kept models are dropped at the end."
+    global _KEPT
+    outer, _KEPT = _KEPT, ({} if _KEPT is None else _KEPT)
+    try: yield
+    finally:
+        _KEPT = outer
+        if outer is None: _KEPT_MODELS.clear()
+
+def base_digest(model:torch.nn.Module)->str|None:
+    "The weights digest of a model `load_clip` handed out inside `keeping_base_models` (None: a model loaded otherwise)."
+    return _HANDED_OUT.get(model)
 
 # %% ../nbs/03_models.ipynb #22829c70
 def real_clip_unavailable(name:str='ViT-B-16', # open_clip model name

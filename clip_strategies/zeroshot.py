@@ -4,23 +4,28 @@
 
 # %% ../nbs/05_zeroshot.ipynb #f37b87de
 from __future__ import annotations
-import contextlib, warnings
+import contextlib, hashlib, json, os, warnings
+from collections import OrderedDict
 
 # %% auto #0
-__all__ = ['evaluating', 'encode_images', 'encode_texts', 'model_device', 'text_features', 'class_text_features',
-           'encode_prompts', 'image_features', 'ZeroShotClassifier', 'expected_calibration_error',
-           'classification_metrics', 'retrieval_metrics', 'UnseenWordsWarning', 'unseen_words', 'unseen_words_message',
-           'warn_unseen_words', 'TruncatedCaptionsWarning', 'truncated_captions', 'truncated_captions_message',
-           'warn_truncated_captions', 'truncated_captions_note', 'model_logit_scale', 'split_features',
-           'classification_logits', 'evaluate_classification', 'evaluate_retrieval']
+__all__ = ['FEATURE_SETS_ENV', 'evaluating', 'encode_images', 'encode_texts', 'model_device', 'text_features',
+           'class_text_features', 'encode_prompts', 'image_features', 'ZeroShotClassifier',
+           'expected_calibration_error', 'classification_metrics', 'retrieval_metrics', 'UnseenWordsWarning',
+           'unseen_words', 'unseen_words_message', 'warn_unseen_words', 'TruncatedCaptionsWarning',
+           'truncated_captions', 'truncated_captions_message', 'warn_truncated_captions', 'truncated_captions_note',
+           'model_logit_scale', 'kept_feature_sets', 'first_item_digest', 'dataset_identity', 'vision_identity',
+           'features_key', 'keep_features', 'kept_features_hold', 'split_features', 'classification_logits',
+           'evaluate_classification', 'evaluate_retrieval']
 
 # %% ../nbs/05_zeroshot.ipynb #a0389953
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from .core import first_few
-from .data import get_templates, dataset_attr, RECALL_KS, check_retrieval_size, image_groups
+from .data import get_templates, dataset_attr, RECALL_KS, check_retrieval_size, image_groups, split_checksum
+from .models import rng_states, set_rng_states, weights_digest
 from .anatomy import text_trimmable, trim_tokens, encode_text_trimmed
 
 # %% ../nbs/05_zeroshot.ipynb #414bbffc
@@ -271,6 +276,52 @@ def model_logit_scale(model:nn.Module)->float:
     ls = getattr(model, 'logit_scale', None)
     return 100. if ls is None else float(ls.detach().exp().clamp(max=100.))
 
+# %% ../nbs/05_zeroshot.ipynb #db50d41e
+_FEATURES = OrderedDict()  # features key -> (features, labels): the last few splits encoded
+FEATURE_SETS_ENV = 'CLIP_STRATEGIES_FEATURE_SETS'  # how many splits' features to keep (default 8; 0 keeps none)
+
+def kept_feature_sets()->int:
+    "How many splits' features `split_features` keeps: `CLIP_STRATEGIES_FEATURE_SETS`, default 8, 0 to turn the reuse off."
+    v = os.environ.get(FEATURE_SETS_ENV, '8')
+    if not v.isdigit(): raise ValueError(f"{FEATURE_SETS_ENV} must be a whole number of splits (0 turns the reuse off), got {v!r}")
+    return int(v)
+
+def first_item_digest(dataset)->str:
+    "16 hex digits of a sha256 over the first item's image tensor (the random generators are left as they were)."
+    states = rng_states()
+    try: x = dataset[0][0]
+    finally: set_rng_states(states)
+    x = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
+    return hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest()[:16]
+
+def dataset_identity(dataset)->list:
+    "What says which split `dataset` is: its type, size, split checksum, first image, class names and templates."
+    return [type(dataset).__name__, len(dataset), split_checksum(dataset), first_item_digest(dataset),
+            dataset_attr(dataset, 'classnames'), dataset_attr(dataset, 'templates')]
+
+def vision_identity(model:nn.Module)->list|None:
+    "The image tower's structure and weights digest (None: hooks or a replaced `encode_image` make its output unknowable)."
+    visual = getattr(model, 'visual', None)
+    if visual is None or 'encode_image' in vars(model) or any(m._forward_hooks or m._forward_pre_hooks for m in visual.modules()): return None
+    return [hashlib.sha256(repr(visual).encode()).hexdigest()[:16], weights_digest(visual)]
+
+def features_key(model:nn.Module, dataset, batch_size:int, device)->str|None:
+    "A digest of everything `split_features` depends on (None: not cacheable)."
+    tower = vision_identity(model)
+    if tower is None or len(dataset) == 0: return None
+    return hashlib.sha256(json.dumps([tower, dataset_identity(dataset), batch_size, str(device)], default=str).encode()).hexdigest()
+
+def keep_features(key:str, feats:torch.Tensor, labels:torch.Tensor):
+    "Keep a split's features under `key`, dropping the oldest beyond `kept_feature_sets()`."
+    _FEATURES[key] = (feats, labels); _FEATURES.move_to_end(key)
+    while len(_FEATURES) > kept_feature_sets(): _FEATURES.popitem(last=False)
+
+def kept_features_hold(model:nn.Module, loader, feats:torch.Tensor, device=None)->bool:
+    "Whether the model gives the kept features on the loader's first batch (starting the loader draws its seed, as encoding would)."
+    x, _ = next(iter(loader))
+    with evaluating(model), torch.no_grad(): first = encode_images(model, x.to(model_device(model, device))).float().cpu()
+    return torch.equal(first, feats[:len(first)])
+
 # %% ../nbs/05_zeroshot.ipynb #231c1da2
 def split_features(model:nn.Module, # a CLIP model (`encode_image`)
                    dataset, # yields (image, label)
@@ -278,9 +329,15 @@ def split_features(model:nn.Module, # a CLIP model (`encode_image`)
                    device=None, # where to run (default: the model's device)
                    num_workers:int=0, # DataLoader workers
                   )->tuple: # (features [N, D] float32, normalised, on the CPU; labels [N] long)
-    "Encode `dataset` once: L2-normalised image features and integer labels."
-    feats, labels = image_features(model, DataLoader(dataset, batch_size=batch_size, num_workers=num_workers), device)
-    return feats, torch.as_tensor(labels).long()
+    "Encode `dataset` once: L2-normalised image features and integer labels (reused where the same tower saw the same split)."
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    key = features_key(model, dataset, batch_size, model_device(model, device)) if num_workers == 0 else None
+    kept = _FEATURES.get(key) if key else None
+    if kept is not None and kept_features_hold(model, loader, kept[0], device): return kept[0].clone(), kept[1].clone()
+    feats, labels = image_features(model, loader, device)
+    feats, labels = feats, torch.as_tensor(labels).long()
+    if key: keep_features(key, feats.clone(), labels.clone())
+    return feats, labels
 
 def classification_logits(model:nn.Module, # a CLIP model
                           tokenizer, # its tokenizer
