@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['ClipObjective', 'TextHeadClassification', 'clip_loss', 'ContrastiveLoss', 'HeadClassification', 'default_objective']
+__all__ = ['ClipObjective', 'TextHeadClassification', 'clip_loss', 'ContrastiveLoss', 'gather_with_grad', 'gather_pairs',
+           'HeadClassification', 'default_objective']
 
 # %% ../nbs/08_objectives.ipynb #87efdc9e
+import warnings
 import torch
 import torch.nn.functional as F
 from contextlib import nullcontext
@@ -114,11 +116,14 @@ def accumulate(self:ClipObjective, batch_size:int, # DATALOADER.TRAIN_X.BATCH_SI
     "How the objective accumulates gradients: by default itself, with `steps` loader batches of `batch_size` per step."
     return self, batch_size, steps
 
-def clip_loss(logits:torch.Tensor, # [B, B] scores of row i against column j; the pairs on the diagonal
+def clip_loss(logits:torch.Tensor, # [B, N] scores of image i (a row) against caption j (a column)
+              logits_t:torch.Tensor|None=None, # [B, N] scores of caption i against image j (default: `logits.t()`, for square logits)
+              labels:torch.Tensor|None=None, # [B] the column of row i's own pair (default: i, the diagonal)
              )->torch.Tensor:
-    "CLIP's symmetric cross-entropy: each row must pick its own column, and each column its own row."
-    labels = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+    "CLIP's symmetric cross-entropy: each image must pick its caption, and each caption its image."
+    labels = torch.arange(len(logits), device=logits.device) if labels is None else labels
+    logits_t = logits.t() if logits_t is None else logits_t
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits_t, labels)) / 2
 
 # %% ../nbs/08_objectives.ipynb #d5692848
 class ContrastiveLoss(ClipObjective):
@@ -128,7 +133,7 @@ class ContrastiveLoss(ClipObjective):
                 ):
         if micro_batch is not None and (isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1):
             raise ValueError(f"micro_batch must be None or an integer >= 1, got {micro_batch!r}")
-        self.tokenizer, self.micro_batch, self._leaves = tokenizer, micro_batch, None
+        self.tokenizer, self.micro_batch, self._leaves, self._cross, self._labels = tokenizer, micro_batch, None, None, None
 
     def accumulate(self, batch_size:int, steps:int)->tuple:
         "One loader batch of all `steps` micro-batches, encoded in micro-batches: every pair meets every other as a negative."
@@ -139,18 +144,27 @@ class ContrastiveLoss(ClipObjective):
         return learn.training and self.micro_batch is not None and len(learn.yb) > self.micro_batch
 
     def predict(self, learn):
-        "Image-to-caption logits `[B, B]` for the pairs of the batch."
+        "Image-to-caption logits: `[B, B]`, or `[B, W*B]` against every process's pairs under W processes."
         image, cached = self.images(learn)
         tokens = self.tokens(learn, self.tokenizer(list(learn.yb)))
         if self.chunked(learn): img, txt, scale = self.cache_features(learn, image, cached, tokens)
         else:
             img, txt, scale = self.features(learn, image=image, text=tokens)
             img = cached if image is None else img
-        learn.preds = scale * img @ txt.t()
+        gathered = gather_pairs(img, txt) if processes(learn) > 1 else None  # one process: no torch.distributed call
+        learn.preds, self._cross, self._labels = self.logits(img, txt, scale, gathered)
 
-    def get_loss(self, learn): learn.loss = clip_loss(learn.preds)
+    def logits(self, img, txt, scale, gathered:tuple|None=None)->tuple:
+        "`(image-to-caption logits, caption-to-image logits or None for the transpose, labels)`; `gathered`: `gather_pairs`'s."
+        labels = torch.arange(len(img), device=img.device)
+        if gathered is None: return scale * img @ txt.t(), None, labels
+        all_img, all_txt, offset = gathered
+        return scale * img @ all_txt.t(), scale * txt @ all_img.t(), labels + offset
 
-    def targets(self, learn)->torch.Tensor: return torch.arange(len(learn.preds), device=learn.preds.device)
+    def get_loss(self, learn): learn.loss, self._cross = clip_loss(learn.preds, self._cross, self._labels), None
+
+    def targets(self, learn)->torch.Tensor:
+        return torch.arange(len(learn.preds), device=learn.preds.device) if self._labels is None else self._labels
     def __repr__(self): return f'ContrastiveLoss(micro_batch={self.micro_batch})'
 
 # %% ../nbs/08_objectives.ipynb #8ee6e8da
@@ -176,15 +190,35 @@ def after_backward(self:ContrastiveLoss, learn):
     image, tokens, img, txt, scale = self._leaves
     self._leaves, slices = None, _slices(len(tokens), self.micro_batch)
     for i, sl in enumerate(slices):
-        with _no_sync(learn, last=i == len(slices) - 1):  # DDP wants the forward and the backward inside
+        last = i == len(slices) - 1  # DDP reduces on the last backward: every trained tensor must get a gradient there
+        with _no_sync(learn, last=last):  # DDP wants the forward and the backward inside
             with learn.autocast(): f_img, f_txt, f_scale = self.features(learn, image=None if image is None else image[sl], text=tokens[sl])
-            pairs = [(f_txt, txt.grad[sl])] + ([(f_img, img.grad[sl])] if image is not None else []) + ([(f_scale, scale.grad)] if i == 0 else [])
+            pairs = [(f_txt, txt.grad[sl])] + ([(f_img, img.grad[sl])] if image is not None else []) + ([(f_scale, scale.grad)] if last else [])
             pairs = [(f, g) for f, g in pairs if f.requires_grad]  # a frozen tower (or temperature) has nothing to receive
             if pairs: torch.autograd.backward(*zip(*pairs))
 
 def _no_sync(learn, last:bool):
     "Under several processes, hold the gradient all-reduce until the last micro-batch."
     return nullcontext() if last or processes(learn) < 2 else learn.accelerator.no_sync(learn.fwd_model)
+
+# %% ../nbs/08_objectives.ipynb #e38add7a
+def gather_with_grad(t:torch.Tensor, # this process's features [B, D] (the same B on every process)
+                    )->torch.Tensor: # [W*B, D], in rank order
+    "Every process's `t` in rank order: this process's own keeps its gradient, the others' come through an all-gather with gradient."
+    import torch.distributed as dist
+    from torch.distributed.nn.functional import all_gather
+    with warnings.catch_warnings():  # torch 2.14 deprecates it for a private module; open_clip uses it too
+        warnings.filterwarnings('ignore', 'torch.distributed.nn.functional.all_gather is deprecated', FutureWarning)
+        parts = list(all_gather(t))
+    parts[dist.get_rank()] = t
+    return torch.cat(parts)
+
+def gather_pairs(img:torch.Tensor, # this process's image features [B, D]
+                 txt:torch.Tensor, # this process's caption features [B, D]
+                )->tuple: # (every process's image features, every process's caption features, rank * B)
+    "Every process's image and caption features, and the column where this process's pairs start (open_clip's `gather_features`)."
+    import torch.distributed as dist
+    return gather_with_grad(img), gather_with_grad(txt), dist.get_rank() * len(img)
 
 # %% ../nbs/08_objectives.ipynb #a0ff1c63
 class HeadClassification(Callback):
