@@ -275,10 +275,13 @@ def output_to(path:Path):
 
 def run_logged(d:Path)->int:
     "Run the request in `d` with its output in `d/log.txt`: 0 when it finished, 1 when it raised (the traceback is in the log)."
-    with output_to(Path(d)/'log.txt'):
-        print(f"process {os.getpid()} runs {d}", flush=True)
+    log = Path(d)/'log.txt'
+    with output_to(log):
+        with open(log, 'a') as f: print(f"process {os.getpid()} runs {d}", file=f)
         try: run_one(d); return 0
-        except Exception: traceback.print_exc(); return 1
+        except Exception:
+            with open(log, 'a') as f: traceback.print_exc(file=f)  # to the file itself, wherever sys.stderr points
+            return 1
 
 def serve_runs(answers_fd:int, # where to answer: one line per run, `run_logged`'s code
                parent:int|None=None, # the comparison's process: the worker dies with it

@@ -4,18 +4,20 @@
 
 # %% ../nbs/05_zeroshot.ipynb #f37b87de
 from __future__ import annotations
-import contextlib, hashlib, json, os, warnings
+import contextlib, hashlib, json, os, time, warnings
+from pathlib import Path
 from collections import OrderedDict
 
 # %% auto #0
-__all__ = ['FEATURE_SETS_ENV', 'evaluating', 'encode_images', 'encode_texts', 'model_device', 'text_features',
-           'class_text_features', 'encode_prompts', 'image_features', 'ZeroShotClassifier',
+__all__ = ['FEATURE_SETS_ENV', 'FEATURE_CACHE_GB_ENV', 'evaluating', 'encode_images', 'encode_texts', 'model_device',
+           'text_features', 'class_text_features', 'encode_prompts', 'image_features', 'ZeroShotClassifier',
            'expected_calibration_error', 'classification_metrics', 'retrieval_metrics', 'UnseenWordsWarning',
            'unseen_words', 'unseen_words_message', 'warn_unseen_words', 'TruncatedCaptionsWarning',
            'truncated_captions', 'truncated_captions_message', 'warn_truncated_captions', 'truncated_captions_note',
            'model_logit_scale', 'kept_feature_sets', 'first_item_digest', 'dataset_identity', 'vision_identity',
-           'features_key', 'keep_features', 'kept_features_hold', 'split_features', 'classification_logits',
-           'evaluate_classification', 'evaluate_retrieval']
+           'features_key', 'keep_features', 'kept_features_hold', 'features_dir', 'tensors_digest', 'write_features',
+           'read_features', 'prune_features', 'split_features', 'classification_logits', 'evaluate_classification',
+           'evaluate_retrieval']
 
 # %% ../nbs/05_zeroshot.ipynb #a0389953
 import numpy as np
@@ -23,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from .core import first_few
+from .core import first_few, cache_dir, save_safetensors, read_safetensors
+from . import __version__
 from .data import get_templates, dataset_attr, RECALL_KS, check_retrieval_size, image_groups, split_checksum
 from .models import rng_states, set_rng_states, weights_digest
 from .anatomy import text_trimmable, trim_tokens, encode_text_trimmed
@@ -309,7 +312,8 @@ def features_key(model:nn.Module, dataset, batch_size:int, device)->str|None:
     "A digest of everything `split_features` depends on (None: not cacheable)."
     tower = vision_identity(model)
     if tower is None or len(dataset) == 0: return None
-    return hashlib.sha256(json.dumps([tower, dataset_identity(dataset), batch_size, str(device)], default=str).encode()).hexdigest()
+    parts = [tower, dataset_identity(dataset), batch_size, str(device), torch.get_num_threads(), torch.__version__, __version__]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 def keep_features(key:str, feats:torch.Tensor, labels:torch.Tensor):
     "Keep a split's features under `key`, dropping the oldest beyond `kept_feature_sets()`."
@@ -322,6 +326,47 @@ def kept_features_hold(model:nn.Module, loader, feats:torch.Tensor, device=None)
     with evaluating(model), torch.no_grad(): first = encode_images(model, x.to(model_device(model, device))).float().cpu()
     return torch.equal(first, feats[:len(first)])
 
+# %% ../nbs/05_zeroshot.ipynb #40803078
+FEATURE_CACHE_GB_ENV = 'CLIP_STRATEGIES_FEATURE_CACHE_GB'  # the features folder's size limit (default 2 GB)
+
+def features_dir()->Path:
+    "Where encoded splits are kept on disk: `cache_dir()/'features'` (`$CLIP_STRATEGIES_CACHE/features`)."
+    return cache_dir()/'features'
+
+def tensors_digest(feats:torch.Tensor, labels:torch.Tensor)->str:
+    "A sha256 over the features' and labels' bytes: what a kept file must still hold."
+    return hashlib.sha256(feats.contiguous().numpy().tobytes() + labels.contiguous().numpy().tobytes()).hexdigest()
+
+def write_features(key:str, feats:torch.Tensor, labels:torch.Tensor):
+    "Keep a split's features on disk under `key` (atomically, with their checksum), then hold the folder under its size limit."
+    path = features_dir()/f'{key}.safetensors'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(dict(features=feats, labels=labels), path, metadata=dict(key=key, sha256=tensors_digest(feats, labels)))
+    prune_features()
+
+def read_features(key:str)->tuple|None:
+    "The features kept on disk under `key` (None: none kept; a damaged or mismatched file is removed, with a warning)."
+    path = features_dir()/f'{key}.safetensors'
+    if not path.is_file(): return None
+    try:
+        t, meta = read_safetensors(path)
+        ok = meta.get('key') == key and meta.get('sha256') == tensors_digest(t['features'], t['labels'])
+    except (ValueError, KeyError, OSError) as e: ok, t = False, None
+    if not ok:
+        warnings.warn(f"removed a damaged feature cache file {str(path)!r}: the split is encoded again")
+        path.unlink(missing_ok=True); return None
+    os.utime(path)  # recently used: pruned last
+    return t['features'], t['labels']
+
+def prune_features():
+    "Remove the least recently used feature files beyond `$CLIP_STRATEGIES_FEATURE_CACHE_GB` (default 2)."
+    limit = float(os.environ.get(FEATURE_CACHE_GB_ENV) or 2) * 2**30
+    files = sorted(features_dir().glob('*.safetensors'), key=lambda p: p.stat().st_mtime, reverse=True)
+    total = 0
+    for p in files:
+        total += p.stat().st_size
+        if total > limit: p.unlink(missing_ok=True)
+
 # %% ../nbs/05_zeroshot.ipynb #231c1da2
 def split_features(model:nn.Module, # a CLIP model (`encode_image`)
                    dataset, # yields (image, label)
@@ -331,12 +376,13 @@ def split_features(model:nn.Module, # a CLIP model (`encode_image`)
                   )->tuple: # (features [N, D] float32, normalised, on the CPU; labels [N] long)
     "Encode `dataset` once: L2-normalised image features and integer labels (reused where the same tower saw the same split)."
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    key = features_key(model, dataset, batch_size, model_device(model, device)) if num_workers == 0 else None
-    kept = _FEATURES.get(key) if key else None
-    if kept is not None and kept_features_hold(model, loader, kept[0], device): return kept[0].clone(), kept[1].clone()
+    key = features_key(model, dataset, batch_size, model_device(model, device)) if num_workers == 0 and kept_feature_sets() else None
+    kept = (_FEATURES.get(key) or read_features(key)) if key else None
+    if kept is not None and kept_features_hold(model, loader, kept[0], device):
+        keep_features(key, *kept); return kept[0].clone(), kept[1].clone()
     feats, labels = image_features(model, loader, device)
     feats, labels = feats, torch.as_tensor(labels).long()
-    if key: keep_features(key, feats.clone(), labels.clone())
+    if key: keep_features(key, feats.clone(), labels.clone()); write_features(key, feats, labels)
     return feats, labels
 
 def classification_logits(model:nn.Module, # a CLIP model
