@@ -347,7 +347,8 @@ class Worker:
                 ):
         r, w = os.pipe()
         with open(log, 'a') as f:
-            self.proc = subprocess.Popen([sys.executable, '-m', 'clip_strategies.compare', '--worker', str(w), '--parent', str(os.getpid())],
+            self.proc = subprocess.Popen([sys.executable, '-m', 'clip_strategies.compare', '--worker', str(w), '--parent', str(os.getpid()),
+                                          '--out', str(Path(log).parent)],  # --out: only to say whose worker it is
                                          stdin=subprocess.PIPE, stdout=f, stderr=subprocess.STDOUT, env=child_env(slot, jobs),
                                          pass_fds=(w,), text=True)
         os.close(w)

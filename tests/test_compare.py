@@ -72,14 +72,15 @@ def no_runs(monkeypatch):
     "Fail the test if the comparison starts any run (a refusal must come first)."
     def refuse(*a, **k): raise AssertionError("the comparison started runs instead of refusing")
     monkeypatch.setattr(compare_mod, 'run_grid', refuse)
+    monkeypatch.setattr(compare_mod, 'run_in_workers', refuse)
 
 def children_of(out:Path)->list:
-    "Process ids of the comparison children working in `out` (Linux: read from /proc)."
+    "Process ids of the comparison's workers (or children) working in `out` (Linux: read from /proc)."
     pids = []
     for p in Path('/proc').glob('[0-9]*'):
         try: cmd = (p/'cmdline').read_bytes().split(b'\0')
         except OSError: continue
-        if b'--one' in cmd and any(str(out).encode() in c for c in cmd): pids.append(int(p.name))
+        if (b'--one' in cmd or b'--worker' in cmd) and any(str(out).encode() in c for c in cmd): pids.append(int(p.name))
     return pids
 
 def start_comparison(out:Path, epochs:int=400)->tuple:
@@ -195,7 +196,7 @@ def test_a_combination_is_checked_up_front_and_no_table_is_claimed_when_none_was
     assert compare_main([*QUICK, '--strategies', 'zeroshot,lora+lora', '--seeds', '1', '--out', str(out)]) == 2
     err = capsys.readouterr().err
     assert 'lora+lora' in err and 'both train' in err and not (out/'runs').exists(), err
-    monkeypatch.setattr(compare_mod, 'run_grid', lambda todo, *a, **k: list(todo))  # every run fails
+    monkeypatch.setattr(compare_mod, 'run_in_workers', lambda todo, *a, **k: list(todo))  # every run fails
     assert compare_main([*QUICK, '--strategies', 'zeroshot', '--seeds', '1', '--out', str(out)]) == 1
     printed = capsys.readouterr()
     assert '0 runs in' not in printed.out and 'no run finished' in printed.err, printed

@@ -18,6 +18,7 @@ def no_runs(monkeypatch):
     "Fail the test if the comparison starts any run (a refusal must come first)."
     def refuse(*a, **k): raise AssertionError("the comparison started runs instead of refusing")
     monkeypatch.setattr(compare_mod, 'run_grid', refuse)
+    monkeypatch.setattr(compare_mod, 'run_in_workers', refuse)
 
 def rows_of(out:Path)->dict: return {r['strategy']: r for r in json.loads((out/'results.json').read_text())}
 
