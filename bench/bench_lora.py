@@ -3,7 +3,12 @@
 On a ViT-B/32-shaped CLIP (`random_clip('ViT-B-32')`: the real architecture, random weights) with a small batch:
 
 (a) inference of the merged LoRA model (`merge_lora`: a plain open_clip model again) against the base model, same
-    inputs; the expected ratio is 1.00 (it is the same computation);
+    inputs; the expected ratio is 1.00 (it is the same computation): the bench checks that the merged model has the
+    base model's module classes, parameter layouts, dtypes and `requires_grad` flags, and exits non-zero when
+    merged / base exceeds 1.05 in both wall and CPU time (over it, base and merged are timed once more, alone, with
+    twice the rounds, and that measurement decides: a busy machine moves single ratios by several percent). Beside them runs the base model with every tensor frozen
+    (what `merge_lora` left before it gave the flags back): frozen weights send the text tower's attention (float causal
+    mask, so not PyTorch's fused path) from one `mm` to a broadcast `bmm` for each in-projection;
 (b) ours against PEFT's LoRA on `nn.MultiheadAttention` (PEFT >= 0.15), the same matrices adapted: PEFT adapts the
     whole packed `in_proj_weight` (one A, one B of 3d rows) and `out_proj` together, so ours runs with
     targets q, k, v, o. PEFT's update is copied across (A_q = A_k = A_v = PEFT's A, B_q, B_k, B_v = its B's three row
@@ -19,7 +24,7 @@ this process (less sensitive to other processes on a shared machine).
 
     python bench/bench_lora.py [--batch 2] [--steps 1] [--rounds 9] [--train-rounds 5] [--rank 2] [--threads 2]
 """
-import argparse, copy, statistics, sys, time
+import argparse, copy, os, statistics, sys, time
 from pathlib import Path
 
 import torch
@@ -32,6 +37,23 @@ from clip_strategies.adapter import merge_lora
 from clip_strategies.anatomy import holds
 from clip_strategies.strategy import get_strategy
 from clip_strategies.core import count_params
+
+
+MERGED_MAX = 1.05  # merged / base above this (wall and CPU time both) fails the bench
+
+
+def signature(model):
+    "What decides how a model computes besides its numbers: module classes and settings, parameter layouts and flags."
+    def plain(v): return isinstance(v, (bool, int, float, str, type(None)))
+    mods = [(n, type(m).__name__, sorted((k, v) for k, v in vars(m).items() if plain(v) and (not k.startswith('_') or k == '_qkv_same_embed_dim')),
+             len(m._forward_hooks) + len(m._forward_pre_hooks)) for n, m in model.named_modules()]
+    return mods, [(n, tuple(p.shape), p.stride(), p.dtype, p.requires_grad) for n, p in model.named_parameters()]
+
+
+def load_line()->str:
+    "The machine's 1-minute load average against its cores (other processes blur the ratios)."
+    load, cores = os.getloadavg()[0], os.cpu_count()
+    return f"load average {load:.2f} on {cores} cores" + ('  (busy: other processes share the cores)' if load > 0.5 * cores else '')
 
 
 def peft_lora(model, rank, alpha):
@@ -118,6 +140,7 @@ def main():
     import peft
     print(f'torch {torch.__version__}, peft {peft.__version__}, {args.threads} threads, ViT-B/32 shape (random weights), '
           f'batch {args.batch}, rank {args.rank}, alpha {args.alpha}')
+    print(load_line())
 
     torch.manual_seed(0)
     base = random_clip('ViT-B-32').eval()
@@ -157,20 +180,38 @@ def main():
     merged = merge_lora(copy.deepcopy(ours)).eval()
     with torch.no_grad(): mdiff = (torch.cat(merged(images, tokens)[:2]) - out_o).abs().max().item()
     assert mdiff < 1e-4 and not any(holds(m, 'lora') for m in merged.modules()), mdiff
+    same = signature(merged) == signature(base)
+    print(f"merged vs base: module classes and settings, parameter layouts, dtypes and requires_grad "
+          f"{'identical' if same else 'DIFFERENT'}")
+    frozen = copy.deepcopy(base).requires_grad_(False)
     t, q = compare({'base': infer_fn(base, images, tokens), 'merged': infer_fn(merged, images, tokens),
-                    'ours unmerged': infer_fn(ours, images, tokens), 'PEFT unmerged': infer_fn(pm, images, tokens)},
+                    'ours unmerged': infer_fn(ours, images, tokens), 'PEFT unmerged': infer_fn(pm, images, tokens),
+                    'base frozen': infer_fn(frozen, images, tokens)},
                    args.steps, args.rounds)
     print(f"(a) inference, median s per call: " + ', '.join(f'{k} {v:.3f}' for k, v in t.items()))
     print(f"    merged / base = {q['merged'][0]:.2f} wall, {q['merged'][1]:.2f} CPU   (medians of per-round ratios; "
           f"merged vs unmerged outputs: {mdiff:.1e})")
     print(f"    unmerged / base: ours {q['ours unmerged'][0]:.2f} wall, {q['ours unmerged'][1]:.2f} CPU; "
           f"PEFT {q['PEFT unmerged'][0]:.2f} wall, {q['PEFT unmerged'][1]:.2f} CPU")
+    print(f"    base frozen / base: {q['base frozen'][0]:.2f} wall, {q['base frozen'][1]:.2f} CPU   (the same weights, "
+          f"requires_grad off: what a merged model left frozen costs)")
+    failures = [] if same else ['the merged model differs from the base model in modules, layouts, dtypes or flags']
+    ratio = q['merged']
+    if min(ratio) > MERGED_MAX:  # one more look before failing: the two sides alone, twice the rounds
+        ratio = compare({'base': infer_fn(base, images, tokens), 'merged': infer_fn(merged, images, tokens)},
+                        args.steps, 2 * args.rounds)[1]['merged']
+        print(f"    over {MERGED_MAX}: base and merged alone, {2 * args.rounds} rounds: merged / base = {ratio[0]:.2f} wall, "
+              f"{ratio[1]:.2f} CPU; {load_line()}")
+    if min(ratio) > MERGED_MAX:
+        failures.append(f"merged / base = {ratio[0]:.2f} wall, {ratio[1]:.2f} CPU, over {MERGED_MAX}: "
+                        f"the merged model is meant to be the base model's computation")
 
     # (b) training step, ours against PEFT
     pm.train(); ours.train()
     t, q = compare({'PEFT': step_fn(pm, images, tokens), 'ours': step_fn(ours, images, tokens)}, args.steps, args.train_rounds)
     print(f"(b) training step, median s: ours {t['ours']:.3f}, PEFT {t['PEFT']:.3f}; ours / PEFT = {q['ours'][0]:.2f} wall, "
           f"{q['ours'][1]:.2f} CPU (medians of per-round ratios)")
+    if failures: sys.exit('FAILED: ' + '; '.join(failures))
 
 
 if __name__ == '__main__':

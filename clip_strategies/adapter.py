@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .core import close_matches
 from .anatomy import (TOWERS, tower_blocks, text_tower, packed_rows, AdaptableAttention, AdaptableLinear,
-                                     LowRankUpdate, adaptable, adapt, holds, unwrap, check_adaptable)
+                                     LowRankUpdate, adaptable, adapt, holds, unwrap, check_adaptable, unfreeze)
 from .tables import PLAIN_TEMPLATE, coop_epochs
-from .strategy import Addition, OptionError, register_strategy, added_parameters, adamw_recipe, dassl_recipe
+from .strategy import (Addition, OptionError, register_strategy, added_parameters, strategy_record,
+                                      adamw_recipe, dassl_recipe)
 
 # %% ../nbs/32_adapter.ipynb #935c19cf
 TowerChoice = Literal['both', 'vision', 'text']
@@ -129,10 +130,13 @@ def add_lora(module:nn.Module, # an AdaptableAttention or AdaptableLinear (`anat
 # %% ../nbs/32_adapter.ipynb #07463239
 def merge_lora(model:nn.Module, # a model (or one module) with LoRA updates
               )->nn.Module: # the model, its LoRA folded in (a bare wrapper: the stock module it wrapped)
-    "Fold every LoRA update into its weights and give back stock modules where nothing else is added; `lora` leaves the record."
+    "Fold every LoRA update into its weights, give back stock modules where nothing else is added; `lora` leaves the record."
     for m in list(model.modules()):
         if holds(m, 'lora'): m.merge('lora')
-    added_parameters(model).pop('lora', None)
+    rec = strategy_record(model)
+    if rec is not None and rec.additions.pop('lora', None) is not None and not (rec.additions or rec.claims):
+        del model.strategy_record  # LoRA was all the model held: nothing trains it any more, so it is the stock model
+        unfreeze(model)  # with load_clip's flags: frozen weights send the text attention to a slower matmul (below)
     return unwrap(model)
 
 # %% ../nbs/32_adapter.ipynb #928f8dec

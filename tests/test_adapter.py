@@ -74,6 +74,47 @@ def test_merged_lora_is_a_plain_open_clip_model_that_load_clip_reads(tmp_path, m
     torch.testing.assert_close(outputs(reloaded, batch), outputs(model, batch), rtol=0, atol=1e-6)
     assert (outputs(reloaded, batch) - outputs(mini, batch)).abs().max() > 1e-3
 
+def layouts(model):
+    "What decides how a model computes besides its numbers: module classes and settings, hooks, parameter layouts and flags."
+    def plain(v): return isinstance(v, (bool, int, float, str, type(None)))
+    return ([(n, type(m), sorted((k, v) for k, v in vars(m).items() if plain(v) and (not k.startswith('_') or k == '_qkv_same_embed_dim')),
+              len(m._forward_hooks) + len(m._forward_pre_hooks)) for n, m in model.named_modules()],
+            [(n, p.shape, p.stride(), p.dtype, p.requires_grad, p.is_contiguous()) for n, p in model.named_parameters()])
+
+def aten_ops(model, batch):
+    "How many times an inference forward calls each ATen op (no gradients): the kernels the model's computation takes."
+    from torch.profiler import profile, ProfilerActivity
+    model.eval()
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof: model(*batch)
+    return {e.key: e.count for e in prof.key_averages() if e.key.startswith('aten::')}
+
+def test_merged_lora_computes_as_the_stock_model(mini, batch):
+    "LoRA alone, merged: the base model in everything but its numbers, flags included, so it runs the base model's kernels."
+    base, model = copy.deepcopy(mini).eval(), copy.deepcopy(mini)
+    strategy = get_strategy('lora', targets=['q', 'k', 'v', 'o', 'c_fc', 'c_proj'])
+    strategy.apply(model)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if 'lora_' not in n)  # apply froze the backbone
+    perturb(model, strategy.learned_names(model))
+    unmerged = outputs(model, batch)
+    strategy.merge(model)
+    model.eval()
+    assert strategy_record(model) is None and added_parameters(model) == {}
+    assert layouts(model) == layouts(base)
+    torch.testing.assert_close(outputs(model, batch), unmerged, rtol=0, atol=1e-5)
+    # frozen weights take another matmul kernel in the text tower's attention (the float causal mask keeps it off the
+    # fused path): a merged model left frozen ran 1.2x the base model's time (bench/bench_lora.py)
+    ops = aten_ops(model, batch)
+    assert ops == aten_ops(base, batch)
+    assert aten_ops(copy.deepcopy(base).requires_grad_(False), batch) != ops  # what the flags change, on this PyTorch
+
+def test_merged_lora_leaves_the_flags_to_what_still_holds_the_model(mini, batch):
+    "Merged out of a combination with prefix tuning: the record stays and exactly the prefixes train."
+    model, combo = copy.deepcopy(mini), get_strategy(['lora', 'prefix'])
+    combo.apply(model)
+    merge_lora(model)
+    assert list(added_parameters(model)) == ['prefix'] and strategy_record(model) is not None
+    assert sorted(trainable_names(model)) == sorted(combo.parts[1].learned_names(model))
+
 def test_merge_after_training_keeps_the_accuracy():
     res = protocol_run('lora', {'OPTIM.MAX_EPOCH': 2, 'DATASET.NUM_SHOTS': 4, 'DATASET.ALSO_TEST': []})
     from clip_strategies.cli import evaluate
