@@ -4,19 +4,22 @@
 
 # %% ../nbs/10_callbacks.ipynb #1f25131c
 from __future__ import annotations
-import json, math, time
+import atexit, csv, functools, importlib, io, json, math, os, shutil, time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['make_accelerator', 'AccelerateCB', 'Recorder', 'NonFiniteLossError', 'NonFiniteCB', 'GradClipCB', 'ClampLogitScaleCB',
-           'ProgressCB', 'standard_cbs', 'BestEpochCB', 'RunContext']
+__all__ = ['TRACKER_PACKAGES', 'TRACKING_PROJECT', 'make_accelerator', 'AccelerateCB', 'Recorder', 'NonFiniteLossError',
+           'NonFiniteCB', 'GradClipCB', 'ClampLogitScaleCB', 'ProgressCB', 'standard_cbs', 'BestEpochCB',
+           'TrackerUnavailableError', 'require_trackers', 'hparam_values', 'scalar_values', 'append_text',
+           'drop_partial_line', 'csv_tracker_class', 'close_open_trackers', 'Trackers', 'step_scalars', 'TrackerCB',
+           'read_tensorboard', 'read_csv_log', 'RunContext']
 
 # %% ../nbs/10_callbacks.ipynb #871e4e01
 import torch
 from tqdm.auto import tqdm
-from .core import PRECISIONS, check_name, get_device
+from .core import PRECISIONS, check_name, get_device, atomic_write, is_main_process, tracker_names
 from .callback import Callback, CancelStepException, processes
 from .optim import LRScheduleCB
 from .learner import TrainCB, DataLoaders, Learner
@@ -26,6 +29,7 @@ from fastcore.basics import patch
 # %% ../nbs/10_callbacks.ipynb #72b54c6a
 def make_accelerator(precision:str='fp32', # 'fp32', 'bf16' or 'fp16' (CUDA only)
                      device=None, # None: CUDA if available, else CPU
+                     **kwargs, # more `Accelerator` arguments (the trackers: `log_with`, `project_dir`)
                     ):
     "An `accelerate.Accelerator` for `precision`, on the CPU when there is no GPU."
     from accelerate import Accelerator
@@ -34,11 +38,11 @@ def make_accelerator(precision:str='fp32', # 'fp32', 'bf16' or 'fp16' (CUDA only
     cpu = get_device(device).type == 'cpu'
     if precision == 'fp16' and cpu: raise ValueError("precision 'fp16' needs a CUDA GPU; on a CPU use 'bf16' or 'fp32'")
     mixed = 'no' if precision == 'fp32' else precision
-    try: return Accelerator(cpu=cpu, mixed_precision=mixed)
+    try: return Accelerator(cpu=cpu, mixed_precision=mixed, **kwargs)
     except ValueError as e:
         if 'already been initialized' not in str(e) or PartialState().num_processes > 1: raise
         AcceleratorState._reset_state(reset_partial_state=True)
-        return Accelerator(cpu=cpu, mixed_precision=mixed)
+        return Accelerator(cpu=cpu, mixed_precision=mixed, **kwargs)
 
 # %% ../nbs/10_callbacks.ipynb #7aca7d16
 class AccelerateCB(TrainCB):
@@ -156,6 +160,7 @@ class Recorder(Callback):
         losses = torch.stack(self.losses).float().tolist() if self.losses else []  # one device sync per epoch
         self.history += [dict(epoch=learn.epoch, batch=i, step=s, loss=l, lr=lr) for (i, s, lr), l in zip(self.steps, losses)]
         self.train = dict(zip(('train_loss', 'train_acc'), self.acc.values()))
+    def after_cancel_train(self, learn): self.after_train(learn)  # a step budget ends the epoch's training early: its rows count
     def after_validate(self, learn):
         learn.metrics = self.acc.summary(learn)
         self.valid = {f'valid_{k}': v for k, v in learn.metrics.items()}
@@ -302,6 +307,233 @@ class BestEpochCB(Callback):
         self.kept = {k[5:]: v for k, v in state.items() if k.startswith('kept.')}
     def __repr__(self): return f'BestEpochCB(every={self.every}, best_epoch={self.best_epoch})'
 
+# %% ../nbs/10_callbacks.ipynb #4704f640
+TRACKER_PACKAGES = {'tensorboard': ('tensorboard', 'tensorboardX'), 'wandb': ('wandb',), 'mlflow': ('mlflow',)}  # any one imports; 'csv': none
+
+class TrackerUnavailableError(ImportError):
+    "A tracker TRAIN.LOG_WITH names whose package is not installed (the message gives the pip command)."
+
+def _imports(module:str)->bool:
+    try: importlib.import_module(module); return True
+    except ImportError: return False
+
+def require_trackers(log_with, # TRAIN.LOG_WITH: a tracker name, a list of them, or none
+                    )->list[str]: # the tracker names (`core.tracker_names`)
+    "The trackers `log_with` names, after checking each one's package imports (else `TrackerUnavailableError`)."
+    names = tracker_names(log_with)
+    for n in names:
+        mods = TRACKER_PACKAGES.get(n, ())
+        if mods and not any(_imports(m) for m in mods):
+            raise TrackerUnavailableError(f"TRAIN.LOG_WITH names {n!r}, but its package is not installed here: pip install {mods[0]} "
+                                          f"(or leave {n!r} out of TRAIN.LOG_WITH)")
+    return names
+
+# %% ../nbs/10_callbacks.ipynb #561b56de
+def hparam_values(d:dict, # nested dicts (a config, a recipe card)
+                  prefix:str='', # put before every key
+                 )->dict:
+    "`d` with '.'-joined keys and values every tracker stores: bool, int, float, str; None as 'null', the rest as JSON."
+    out = {}
+    for k, v in d.items():
+        key = f'{prefix}{k}'
+        if isinstance(v, dict) and v: out.update(hparam_values(v, key + '.'))
+        elif v is None: out[key] = 'null'
+        elif isinstance(v, (bool, int, float, str)): out[key] = v
+        else: out[key] = json.dumps(v, default=str)
+    return out
+
+def scalar_values(d:dict, # nested dicts (metrics)
+                  prefix:str='', # put before every key
+                 )->dict:
+    "The numbers in `d` (not bools, not inside lists) with '/'-joined keys: what a tracker plots."
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict): out.update(scalar_values(v, f'{prefix}{k}/'))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool): out[f'{prefix}{k}'] = v
+    return out
+
+# %% ../nbs/10_callbacks.ipynb #48de34b8
+def append_text(path:str|Path, # the file (created if missing)
+                text:str, # what to add at its end
+               )->Path:
+    "Append `text` to `path` through one `os.write` on a file opened with `O_APPEND`."
+    fd, data = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644), text.encode()
+    try:
+        while data: data = data[os.write(fd, data):]
+    finally: os.close(fd)
+    return Path(path)
+
+def drop_partial_line(path:str|Path):
+    "Cut a last line that a crash left without its newline."
+    path = Path(path)
+    if not path.is_file(): return
+    data = path.read_bytes()
+    if data and not data.endswith(b'\n'): os.truncate(path, data.rfind(b'\n') + 1)
+
+# %% ../nbs/10_callbacks.ipynb #cee255f0
+@functools.cache
+def csv_tracker_class()->type:
+    "accelerate's `GeneralTracker` behind TRAIN.LOG_WITH 'csv': `scalars.csv` (step, name, value) and `hparams.json`."
+    from accelerate.tracking import GeneralTracker, on_main_process
+    class CSVTracker(GeneralTracker):
+        "Appends every logged number to `logging_dir/run_name/scalars.csv`; merges hyper-parameters into `hparams.json`."
+        name, requires_logging_directory, main_process_only = 'csv', True, True
+        def __init__(self, run_name:str, logging_dir): super().__init__(); self.dir = Path(logging_dir)/run_name
+        @property
+        def tracker(self): return self.dir
+        @on_main_process
+        def start(self):
+            f = self.dir/'scalars.csv'; self.dir.mkdir(parents=True, exist_ok=True); drop_partial_line(f)
+            if not f.is_file() or not f.stat().st_size: append_text(f, 'step,name,value\n')
+        @on_main_process
+        def store_init_configuration(self, values:dict):
+            f = self.dir/'hparams.json'
+            atomic_write(f, json.dumps({**(json.loads(f.read_text()) if f.is_file() else {}), **values}, indent=1))
+        @on_main_process
+        def log(self, values:dict, step:int|None=None, **kwargs):
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator='\n').writerows(['' if step is None else step, k, v] for k, v in values.items())
+            append_text(self.dir/'scalars.csv', buf.getvalue())
+    return CSVTracker
+
+# %% ../nbs/10_callbacks.ipynb #7ce397bb
+TRACKING_PROJECT = 'clip_strategies'  # the wandb project and mlflow experiment (accelerate's `project_name`)
+_OPEN = []  # the Trackers started and not yet closed in this process
+
+def close_open_trackers():
+    "Close every tracker a run of this process left open (a run that failed before its end)."
+    while _OPEN: _OPEN[-1].close()
+
+@functools.cache
+def _close_at_exit(): atexit.register(close_open_trackers)  # once, after the first trackers started (before their own exit hooks run)
+
+class Trackers:
+    "A run's experiment trackers through accelerate: started with its config, logged to by its Learners, closed with its results."
+    def __init__(self, log_with, # TRAIN.LOG_WITH (names checked and packages imported here)
+                 logs_dir, # where the trackers write (OUTPUT_DIR/logs)
+                 run_name:str, # the run's name in wandb and mlflow (a comparison's cell: 'lora/16shot_seed1')
+                 precision:str='fp32', device=None, # as the run's Learners train
+                 fresh:bool=True, # clear an earlier attempt's tensorboard/ and csv/ (False: a resumed run appends)
+                ):
+        self.names, self.dir, self.run_name = require_trackers(log_with), Path(logs_dir), run_name
+        self.precision, self.device, self.fresh, self.acc, self.steps_done = precision, device, fresh, None, 0
+    def __repr__(self): return f"Trackers({self.names}, {str(self.dir)!r}, {self.run_name!r})"
+
+    def start(self, config:dict|None=None, # hyper-parameters stored first (the run's resolved config)
+             )->Trackers:
+        "Make the `Accelerator`, `init_trackers` and store `config`; returns self."
+        from accelerate.tracking import TensorBoardTracker
+        close_open_trackers()
+        if is_main_process():
+            for sub in ('tensorboard', 'csv') if self.fresh else (): shutil.rmtree(self.dir/sub, ignore_errors=True)
+            self.dir.mkdir(parents=True, exist_ok=True)
+        own = {'tensorboard': lambda: TensorBoardTracker('tensorboard', self.dir), 'csv': lambda: csv_tracker_class()('csv', self.dir)}
+        self.acc = make_accelerator(self.precision, self.device, log_with=[own[n]() if n in own else n for n in self.names], project_dir=self.dir)
+        self.acc.init_trackers(TRACKING_PROJECT, hparam_values(config) if config else None,
+                               init_kwargs={'wandb': dict(name=self.run_name, dir=str(self.dir)), 'mlflow': dict(run_name=self.run_name)})
+        _OPEN.append(self); _close_at_exit()
+        return self
+
+# %% ../nbs/10_callbacks.ipynb #14c2b733
+@patch
+def started(self:Trackers):
+    "The trackers' `Accelerator`, or an error when they are not started (or closed already)."
+    if self.acc is None: raise RuntimeError(f"{self!r} is not started (or already closed): call `start` first")
+    return self.acc
+
+@patch
+def log(self:Trackers, values:dict, # name -> number
+        step:int|None=None, # the run's optimiser step
+       ):
+    "Log `values` to every tracker (the main process only)."
+    if values: self.started().log(values, step=step)
+
+@patch
+def store(self:Trackers, values:dict, # nested dicts of hyper-parameters
+         ):
+    "Store more hyper-parameters in every tracker (flattened by `hparam_values`)."
+    for t in self.started().trackers: t.store_init_configuration(hparam_values(values))
+
+@patch
+def close(self:Trackers):
+    "Finish every tracker (TensorBoard's writer closed, the wandb or mlflow run ended)."
+    if self.acc is not None:
+        for t in self.acc.trackers: t.finish()
+        self.acc.trackers, self.acc = [], None
+    if self in _OPEN: _OPEN.remove(self)
+
+@patch
+def finish(self:Trackers, results:dict|None=None, # numbers to log last, as `result/...` (nested dicts: '/'-joined names)
+           hparams:dict|None=None, # more hyper-parameters (the recipe card)
+          ):
+    "Log the run's results at its last step, store `hparams`, and close."
+    if self.acc is None: return
+    if results: self.log(scalar_values(results, 'result/'), self.steps_done)
+    if hparams: self.store(hparams)
+    self.close()
+
+# %% ../nbs/10_callbacks.ipynb #28f83c20
+def step_scalars(rows:list, # the Recorder's batch rows (epoch, batch, step, loss, lr)
+                 accum:int=1, # micro-batches per optimiser step
+                )->list: # [(step, {'loss': ..., 'lr': ...})], one per optimiser step
+    "Each optimiser step's mean loss over the micro-batches it accumulated, and its learning rate."
+    groups = {}
+    for r in rows: groups.setdefault((r['epoch'], r['batch'] // accum), []).append(r)
+    return [(max(r['step'] for r in g), dict(loss=sum(r['loss'] for r in g) / len(g), lr=g[-1]['lr'])) for g in groups.values()]
+
+class TrackerCB(Callback):
+    "Log what the Recorder keeps to the run's `Trackers`: each optimiser step's loss and lr, each epoch's row."
+    run_after = ('recorder',)
+    def __init__(self, trackers:Trackers, # the run's trackers, started
+                 part:str='', # '' for the run's main Learner, else its name (before every scalar's name)
+                ): self.trackers, self.prefix, self.seen, self.base = trackers, f'{part}/' if part else '', None, 0
+    def before_fit(self, learn):
+        if learn.cb(Recorder) is None: raise ValueError("TrackerCB logs what the Recorder keeps: give the Learner a Recorder (`standard_cbs` has one)")
+        self.base, self.seen = self.trackers.steps_done, None  # a run's later Learner counts its steps on from the earlier ones
+    def before_epoch(self, learn):
+        if self.seen is None: self.seen = len(learn.history)  # resumed: the rows the checkpoint brought back are logged already
+    def after_epoch(self, learn): self.send(learn)
+    def cleanup_fit(self, learn):
+        if self.seen is not None: self.send(learn)
+        self.trackers.steps_done = self.base + learn.train_step
+    def send(self, learn):
+        "Log the history's rows not yet logged."
+        rows, self.seen, log = learn.history[self.seen:], len(learn.history), self.trackers.log
+        for step, v in step_scalars([r for r in rows if 'batch' in r], learn.accum): log(scalar_values(v, self.prefix + 'step/'), self.base + step)
+        for r in rows:
+            if 'batch' not in r: log(scalar_values({k: v for k, v in r.items() if k != 'step'}, self.prefix + 'epoch/'), self.base + r['step'])
+
+# %% ../nbs/10_callbacks.ipynb #a74e0701
+def _hparam(v): return getattr(v, v.WhichOneof('kind')) if v.WhichOneof('kind') else None
+def _number(s:str):
+    try: return float(s)
+    except ValueError: return s  # a text value
+
+def read_tensorboard(log_dir, # a TensorBoard log folder (OUTPUT_DIR/logs/tensorboard)
+                    )->dict: # `scalars`: tag -> [(step, value)]; `hparams`: name -> value
+    "The scalars and hyper-parameters the event files under `log_dir` hold."
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+    scalars, hparams = {}, {}
+    for d in sorted({p.parent for p in Path(log_dir).rglob('events.out.tfevents.*')}):
+        ea = EventAccumulator(str(d), size_guidance={'scalars': 0}); ea.Reload()
+        for tag in ea.Tags()['scalars']: scalars.setdefault(tag, []).extend((e.step, e.value) for e in ea.Scalars(tag))
+        try: contents = ea.PluginTagToContent('hparams').values()
+        except KeyError: contents = []  # a folder without hyper-parameters
+        for content in contents:
+            hparams.update({k: _hparam(v) for k, v in HParamsPluginData.FromString(content).session_start_info.hparams.items()})
+    return dict(scalars=scalars, hparams=hparams)
+
+def read_csv_log(log_dir, # the csv tracker's folder (OUTPUT_DIR/logs/csv)
+                )->dict: # `scalars`: name -> [(step, value)]; `hparams`: name -> value
+    "The scalars and hyper-parameters the csv tracker wrote (the last row of a step wins)."
+    log_dir, scalars = Path(log_dir), {}
+    with open(log_dir/'scalars.csv', newline='') as f:
+        for r in csv.DictReader(f): scalars.setdefault(r['name'], {})[int(r['step']) if r['step'] else None] = _number(r['value'])
+    hp = log_dir/'hparams.json'
+    return dict(scalars={k: sorted(v.items(), key=lambda sv: -1 if sv[0] is None else sv[0]) for k, v in scalars.items()},
+                hparams=json.loads(hp.read_text()) if hp.is_file() else {})
+
 # %% ../nbs/10_callbacks.ipynb #50e48cc9
 @dataclass
 class RunContext:
@@ -314,6 +546,7 @@ class RunContext:
     model_name:str|None=None # recorded in the checkpoints and checked on resume
     strategy:str='custom' # idem
     device:str|None=None # None: CUDA if available, else CPU
+    trackers:Trackers|None=None # the run's experiment trackers (TRAIN.LOG_WITH), started; None: no tracking
 
     def checkpoints(self, part:str='', # '' : the run's main Learner, else its sub-folder
                     every:int=1, # epochs between checkpoints
@@ -333,4 +566,5 @@ class RunContext:
         "A Learner with the run's standard callbacks and checkpoints (progress shown for the main one: a head's epochs are short)."
         bar, lines = (self.progress, 0 if self.progress else self.print_every) if not part else (False, 0)
         std = standard_cbs(self.precision, grad_accum, max_grad_norm, schedule, bar, lines, self.device)
-        return Learner(model, dls, objective, lr, epochs, opt_func, std + self.checkpoints(part, checkpoint_every) + list(cbs))
+        track = [TrackerCB(self.trackers, part)] if self.trackers is not None else []
+        return Learner(model, dls, objective, lr, epochs, opt_func, std + self.checkpoints(part, checkpoint_every) + list(cbs) + track)

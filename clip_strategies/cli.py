@@ -10,11 +10,11 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['other_test_sets', 'RUN_FILES', 'USER_ERRORS', 'RUN_ERRORS', 'RANDOM_WEIGHTS_ENV', 'backbone_input',
            'image_transforms', 'dataset_root', 'drawn_splits', 'file_splits', 'build_splits', 'unseen_class_words',
-           'check_output_dir', 'clear_run', 'run_context', 'make_learner', 'set_identity', 'before_key',
-           'before_metrics', 'git_commit', 'evaluated_weights', 'transform_steps', 'split_file_card', 'recipe_card',
-           'train', 'run', 'protocol_run', 'command_parser', 'parse_args', 'resolve_config', 'train_main',
-           'interrupted_note', 'parse_splits_args', 'write_config_splits', 'check_config_splits', 'splits_main',
-           'random_weights', 'real_clip_skip', 'yours_vs_paper', 'paper_run']
+           'check_output_dir', 'clear_run', 'run_name', 'run_trackers', 'run_context', 'make_learner', 'set_identity',
+           'before_key', 'before_metrics', 'git_commit', 'evaluated_weights', 'transform_steps', 'split_file_card',
+           'recipe_card', 'train', 'run', 'protocol_run', 'command_parser', 'parse_args', 'resolve_config',
+           'train_main', 'interrupted_note', 'parse_splits_args', 'write_config_splits', 'check_config_splits',
+           'splits_main', 'random_weights', 'real_clip_skip', 'yours_vs_paper', 'paper_run']
 
 # %% ../nbs/41_cli.ipynb #6ae51048
 import torch
@@ -30,10 +30,10 @@ from .optim import OptFunc, LRScheduleCB, StepBudgetCB, epochs_for_steps
 from .objectives import default_objective
 from .learner import Learner, dataloaders
 from .callback import processes
-from .callbacks import NonFiniteLossError, RunContext, BestEpochCB
+from .callbacks import NonFiniteLossError, RunContext, BestEpochCB, Trackers, TrackerUnavailableError
 from .checkpoint import CheckpointError, has_checkpoint
 from .feature_cache import FeatureCacheCB
-from .config import load_config, config_path, Config, annotated_yaml
+from .config import load_config, config_path, Config, annotated_yaml, resolved
 from . import __version__
 from .strategy import save_learned, strategy_spec, get_strategy_class
 from .evaluate import (task_of, check_task_of, test_split, full_test_split, also_test_sets, evaluate, evaluate_sets,
@@ -137,10 +137,23 @@ def clear_run(out:Path)->list:
     return [p.name for p in gone]
 
 # %% ../nbs/41_cli.ipynb #231491fc
-def run_context(cfg:Config, resume:bool=False, progress:bool=True, strategy:str='custom')->RunContext:
-    "How the run's Learners are built: precision, progress, checkpoints in OUTPUT_DIR/checkpoints, resume."
+def run_name(cfg:Config)->str:
+    "The run's name in its trackers, as a comparison names its cell: `<strategy>/<shots>shot_seed<seed>` ('lora+coop/16shot_seed1')."
+    names = cfg['TRAINER.NAME']
+    return f"{'+'.join(names) if isinstance(names, list) else names}/{cfg['DATASET.NUM_SHOTS']}shot_seed{cfg['SEED']}"
+
+def run_trackers(cfg:Config, resume:bool=False)->Trackers|None:
+    "The run's experiment trackers (TRAIN.LOG_WITH, in OUTPUT_DIR/logs), started with the resolved config; None without."
+    if not cfg['TRAIN.LOG_WITH']: return None
+    t = Trackers(cfg['TRAIN.LOG_WITH'], Path(cfg['OUTPUT_DIR'])/'logs', run_name(cfg), cfg['TRAIN.PRECISION'], fresh=not resume)
+    return t.start(dict(resolved(cfg), run_name=t.run_name))
+
+def run_context(cfg:Config, resume:bool=False, progress:bool=True, strategy:str='custom',
+                trackers:Trackers|None=None, # the run's trackers (`run_trackers`)
+               )->RunContext:
+    "How the run's Learners are built: precision, progress, checkpoints in OUTPUT_DIR/checkpoints, resume, trackers."
     return RunContext(cfg['TRAIN.PRECISION'], progress, cfg['TRAIN.PRINT_FREQ'], Path(cfg['OUTPUT_DIR'])/'checkpoints', resume,
-                      cfg['MODEL.BACKBONE.NAME'], strategy)
+                      cfg['MODEL.BACKBONE.NAME'], strategy, trackers=trackers)
 
 def make_learner(cfg:Config, model, tokenizer, strategy, splits:dict, run:RunContext)->Learner:
     "The Learner the config describes, built by the run's context."
@@ -231,13 +244,14 @@ def train(cfg:Config, # a validated config (`load_config`)
     seed_everything(cfg['SEED'] + process_rank())  # each process its own augmentations; data order has its own generator
     spec = cfg.strategy_spec()
     strategy = cfg.build_strategy(spec)
+    trackers = run_trackers(cfg, resume)  # TRAIN.LOG_WITH: a missing tracker package stops the run here, before anything loads
     model, preprocess, tokenizer = load_clip(cfg['MODEL.BACKBONE.NAME'], cfg['MODEL.BACKBONE.PRETRAINED'])
     strategy.check_model(model)  # a backbone it cannot adapt: refused before any data is read
     full_test = full_test_split(cfg, image_transforms(cfg, preprocess)[1])
     splits = build_splits(cfg, preprocess, full_test)
     for note in spec['notes'] + split_file_notes(cfg) + [unseen_class_words(tokenizer, splits['test']), truncated_captions_note(tokenizer, splits)]:
         if note: log(f"note: {note}")
-    task, bs, run = splits['task'], cfg['DATALOADER.TEST.BATCH_SIZE'], run_context(cfg, resume, progress, strategy.name)
+    task, bs, run = splits['task'], cfg['DATALOADER.TEST.BATCH_SIZE'], run_context(cfg, resume, progress, strategy.name, trackers)
     strategy.check_task(task)
     also = also_test_sets(cfg, image_transforms(cfg, preprocess)[1], full_test)
     before, also_before = before_metrics(model, tokenizer, splits['test'], also, task, bs, image_transforms(cfg, preprocess)[1])
@@ -257,6 +271,7 @@ def train(cfg:Config, # a validated config (`load_config`)
                    history=[r for r in learn.history if 'train_loss' in r] if learn else [])
     metrics['base_to_new'] = base_to_new(metrics)
     metrics['card'] = recipe_card(cfg, strategy, model, splits, learn, image_transforms(cfg, preprocess))
+    if trackers: trackers.finish({k: v for k, v in metrics.items() if k not in ('spec', 'card')}, dict(card=metrics['card']))
     return dict(model=model, tokenizer=tokenizer, strategy=strategy, learner=learn, splits=splits, metrics=metrics)
 
 # %% ../nbs/41_cli.ipynb #49f7bee1
@@ -323,7 +338,7 @@ def resolve_config(name:str|None)->Path|None:
     return config_path(Path(name).stem)
 
 USER_ERRORS = (KeyError, ValueError, TypeError, FileNotFoundError, FileExistsError)  # exit 2: fix the config or the files
-RUN_ERRORS = (WeightsUnavailableError, DatasetUnavailableError, UnreadableImageError, NonFiniteLossError)  # exit 1
+RUN_ERRORS = (WeightsUnavailableError, DatasetUnavailableError, UnreadableImageError, NonFiniteLossError, TrackerUnavailableError)  # exit 1
 
 def _message(e:Exception)->str: return e.args[0] if isinstance(e, KeyError) and e.args else str(e)
 

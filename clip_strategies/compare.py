@@ -30,6 +30,7 @@ from .data import get_dataset, few_shot_indices, list_datasets
 from .strategy import list_strategies, get_strategy, StrategyError, Combined
 from .checkpoint import has_checkpoint
 from .config import load_config, parse_overrides
+from .callbacks import require_trackers
 from .evaluate import task_of, NEW_CLASSES
 from .tables import COOP_DATASETS, IMAGENET_VARIANTS
 from .cli import run, resolve_config, USER_ERRORS, RUN_ERRORS
@@ -115,6 +116,7 @@ def check_grid(specs:list, shots:list, seeds:list, config, overrides:dict)->tupl
         try: built[strategy_label(spec)] = load_config(config, run_overrides(spec, max(shots), seeds[0], Path('.'), overrides)).build_strategy()
         except USER_ERRORS as e: raise ValueError(f"{strategy_label(spec)}: {e.args[0] if isinstance(e, KeyError) and e.args else e}") from None
     cfg = load_config(config, run_overrides(specs[0], max(shots), seeds[0], Path('.'), overrides))
+    require_trackers(cfg['TRAIN.LOG_WITH'])  # a tracker's missing package: refused here, not in every run
     train = get_dataset(cfg['DATASET.NAME'], cfg['DATASET.ROOT'] or None, split='train')
     if hasattr(train, 'labels'): few_shot_indices(train.labels, max(shots), seeds[0], 0, train.classnames)
     check_combinations(built, cfg)

@@ -19,7 +19,7 @@ __all__ = ['SCHEMA', 'SPLIT_FILE_KEYS', 'Field', 'owned', 'flatten', 'unflatten'
 import yaml
 from fastcore.basics import patch
 from fastcore.docments import docments
-from .core import atomic_write, check_name, close_matches, PRECISIONS, UnknownNameError
+from .core import atomic_write, check_name, close_matches, PRECISIONS, UnknownNameError, TRACKERS, tracker_names
 from .data import INTERPOLATIONS, check_transform_names
 import clip_strategies.benchmarks  # registers the field's datasets (CoOp's layouts) under their names
 from .optim import OPTIMIZERS, SCHEDULES, WARMUPS, LR_UPDATES, OptFunc, LRScheduleCB
@@ -77,6 +77,7 @@ SCHEMA = {
     'TRAIN.PRINT_FREQ': Field(5, (int,), "without progress bars, print a log line every this many batches (0: never)", minimum=0),
     'TRAIN.PRECISION': Field(PRECISIONS[0], (str,), "fp32, or autocast with fp32 master weights (bf16, fp16)", PRECISIONS),
     'TRAIN.GRAD_ACCUM_STEPS': Field(1, (int,), "micro-batches per optimizer step (the contrastive loss sees them all as one batch of negatives)", minimum=1),
+    'TRAIN.LOG_WITH': Field([], (list, str, _N), f"experiment trackers the run logs to, under OUTPUT_DIR/logs: one of {', '.join(TRACKERS)}, or a list; []: none"),
     'MODEL.BACKBONE.NAME': Field('mini', (str,), "'mini' or an open_clip model name (ViT-B/16 spelling accepted)"),
     'MODEL.BACKBONE.PRETRAINED': Field(None, (str, _N), "open_clip pretrained tag or local weights file; null or \"\": the real architecture with random weights (offline)"),
     'TRAINER.NAME': Field('full', (str, list), "the strategy (see list_strategies()), or a list of strategies applied in order"),
@@ -407,6 +408,7 @@ def load_config(path:str|Path|None=None, # a YAML file with the original tool's 
     cfg = Config({k: f.default for k, f in SCHEMA.items()})
     for k, v in {**flat, **over}.items(): cfg[k] = _coerce(k, v, fields[k])
     check_transform_names(cfg['INPUT.TRANSFORMS'])
+    tracker_names(cfg['TRAIN.LOG_WITH'])  # an unknown tracker is refused here; a missing package when the run starts
     cfg.from_file, cfg.from_user = frozenset(flat), frozenset(over)
     cfg.given = cfg.from_file | cfg.from_user
     _check_read(cfg, declared)

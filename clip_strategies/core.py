@@ -8,10 +8,11 @@ import os, random, tempfile, difflib, contextlib, fcntl, json, shlex, socket, sy
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'get_device', 'best_precision', 'seed_everything', 'process_rank', 'is_main_process', 'UnknownNameError',
-           'close_matches', 'first_few', 'unknown_name', 'check_name', 'cache_dir', 'atomic_write', 'save_safetensors',
-           'read_safetensors', 'load_state_dict', 'FolderInUseError', 'lock_details', 'read_holder', 'holder_text',
-           'folder_lock', 'trainable_numel', 'count_params', 'ToRGB', 'results_file']
+__all__ = ['PRECISIONS', 'TRACKERS', 'get_device', 'best_precision', 'seed_everything', 'process_rank', 'is_main_process',
+           'UnknownNameError', 'close_matches', 'first_few', 'unknown_name', 'check_name', 'tracker_names', 'cache_dir',
+           'atomic_write', 'save_safetensors', 'read_safetensors', 'load_state_dict', 'FolderInUseError',
+           'lock_details', 'read_holder', 'holder_text', 'folder_lock', 'trainable_numel', 'count_params', 'ToRGB',
+           'results_file']
 
 # %% ../nbs/00_core.ipynb #b8ec3c6b
 import numpy as np
@@ -104,6 +105,17 @@ def check_name(what:str, # what is named, for the message
         except Exception: key = None
         if key in table: return table[key]
     raise unknown_name(what, value, allowed, hint)
+
+# %% ../nbs/00_core.ipynb #5a5a0898
+TRACKERS = ('tensorboard', 'csv', 'wandb', 'mlflow')  # TRAIN.LOG_WITH: the experiment trackers a run can log to
+
+def tracker_names(log_with, # TRAIN.LOG_WITH: a name, a list of names, or None / '' / [] for none
+                 )->list[str]:
+    "The trackers `log_with` names, each checked against `TRACKERS` (case aside), in order and once each."
+    if log_with is None or log_with == '': return []
+    if not isinstance(log_with, (str, list, tuple)): raise TypeError(f"TRAIN.LOG_WITH = {log_with!r}: expected a tracker name or a list of them ({', '.join(TRACKERS)})")
+    names = [log_with] if isinstance(log_with, str) else log_with
+    return list(dict.fromkeys(check_name('tracker {} in TRAIN.LOG_WITH', n, TRACKERS, normalize=lambda s: str(s).lower()) for n in names))
 
 # %% ../nbs/00_core.ipynb #4b1e6d11
 def cache_dir()->Path:
