@@ -101,8 +101,10 @@ def main():
     ap.add_argument('--grid', action='store_true', help="also (c), the larger grid")
     ap.add_argument('--grid-shots', default='1,4,16'); ap.add_argument('--grid-seeds', default='1')
     ap.add_argument('--skip-main', action='store_true', help="skip (b), the README's main job both ways")
+    ap.add_argument('--warm-cache', action='store_true', help="keep the user's feature cache (default: an empty one, as a first comparison)")
     a = ap.parse_args()
     tmp, ok = Path(tempfile.mkdtemp()), True
+    if not a.warm_cache: os.environ['CLIP_STRATEGIES_CACHE'] = str(tmp/'cache')  # the new path starts with no features on disk
     o = zeroshot_overhead(tmp)
     print(f"per-run overhead (a zeroshot run): fresh process {o['fresh']:.1f} s, in a worker {o['in_worker']:.1f} s; "
           f"ratio {o['in_worker'] / o['fresh']:.2f}", flush=True)

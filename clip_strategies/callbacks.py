@@ -187,6 +187,7 @@ class NonFiniteCB(Callback):
         self.pending.append((learn.epoch, learn.iter, learn.loss.detach()))
         if len(self.pending) >= self.every: self.check(learn)
     def after_train(self, learn): self.check(learn)
+    def after_cancel_train(self, learn): self.check(learn)  # a step budget ends the epoch early: its last losses are checked too
     def check(self, learn):
         "Raise if a pending loss is not finite."
         if not self.pending: return

@@ -249,6 +249,7 @@ def run_one(d:Path)->dict:
     atomic_write(Path(d)/'resources.json', json.dumps(res))
     return res
 
+# %% ../nbs/42_compare.ipynb #c0421682
 def _watch_parent(parent:int):
     while os.getppid() == parent: time.sleep(0.5)
     os._exit(1)

@@ -50,8 +50,9 @@ def owned(owner, # the function or class whose parameter the key sets
     return Field(inspect.signature(fn).parameters[param].default, types, docments(fn).get(param) or param,
                  tuple(choices) if choices is not None else None, minimum)
 
-# %% ../nbs/40_config.ipynb #ffd39876
 _N = type(None)
+
+# %% ../nbs/40_config.ipynb #ffd39876
 SCHEMA = {
     'DATALOADER.TRAIN_X.BATCH_SIZE': Field(32, (int,), "training batch size (per process)", minimum=1),
     'DATALOADER.TEST.BATCH_SIZE': Field(256, (int,), "evaluation batch size", minimum=1),

@@ -160,9 +160,7 @@ class ContrastiveLoss(ClipObjective):
         if gathered is None: return scale * img @ txt.t(), None, labels
         all_img, all_txt, offset = gathered
         return scale * img @ all_txt.t(), scale * txt @ all_img.t(), labels + offset
-
     def get_loss(self, learn): learn.loss, self._cross = clip_loss(learn.preds, self._cross, self._labels), None
-
     def targets(self, learn)->torch.Tensor:
         return torch.arange(len(learn.preds), device=learn.preds.device) if self._labels is None else self._labels
     def __repr__(self): return f'ContrastiveLoss(micro_batch={self.micro_batch})'

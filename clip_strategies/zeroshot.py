@@ -298,10 +298,11 @@ def first_item_digest(dataset)->str:
     return hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest()[:16]
 
 def dataset_identity(dataset)->list:
-    "What says which split `dataset` is: its type, size, split checksum, first image, class names and templates."
-    return [type(dataset).__name__, len(dataset), split_checksum(dataset), first_item_digest(dataset),
-            dataset_attr(dataset, 'classnames'), dataset_attr(dataset, 'templates')]
+    "What says which split `dataset` is: its type, size, split checksum, transform, first image, class names and templates."
+    return [type(dataset).__name__, len(dataset), split_checksum(dataset), ' '.join(repr(dataset_attr(dataset, 'transform')).split()),
+            first_item_digest(dataset), dataset_attr(dataset, 'classnames'), dataset_attr(dataset, 'templates')]
 
+# %% ../nbs/05_zeroshot.ipynb #7d0adc1e
 def vision_identity(model:nn.Module)->list|None:
     "The image tower's structure and weights digest (None: hooks or a replaced `encode_image` make its output unknowable)."
     visual = getattr(model, 'visual', None)
@@ -385,6 +386,7 @@ def split_features(model:nn.Module, # a CLIP model (`encode_image`)
     if key: keep_features(key, feats.clone(), labels.clone()); write_features(key, feats, labels)
     return feats, labels
 
+# %% ../nbs/05_zeroshot.ipynb #b00ccf65
 def classification_logits(model:nn.Module, # a CLIP model
                           tokenizer, # its tokenizer
                           dataset, # yields (image tensor, label); has `classnames` and `templates`
