@@ -40,8 +40,8 @@ def patch_cli(cli, device:str='cpu', setattr=setattr):
         model, preprocess, tokenizer = built(name, device)
         return copy.deepcopy(model), preprocess, tokenizer
     setattr(cli, 'load_clip', fake)
-    setattr(cli, 'run_context', lambda cfg, resume=False, progress=True, strategy='custom':
-            RunContext(cfg['TRAIN.PRECISION'], progress, 0, None, False, cfg['MODEL.BACKBONE.NAME'], strategy))
+    setattr(cli, 'run_context', lambda cfg, resume=False, progress=True, strategy='custom', trackers=None:
+            RunContext(cfg['TRAIN.PRECISION'], progress, 0, None, False, cfg['MODEL.BACKBONE.NAME'], strategy, trackers=trackers))
 
 def spec_of(name:str): return name.split('+') if '+' in name else name
 
