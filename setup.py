@@ -23,6 +23,7 @@ requirements = shlex.split(cfg.get('requirements', ''))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+engine_requirements = {k: shlex.split(cfg.get(f'{k}_requirements', '')) for k in ('ray', 'slurm')}  # the cluster executors' extras
 package_data = {}
 for spec in cfg.get('package_data', '').split(';'):
     if ':' not in spec: continue
@@ -42,7 +43,7 @@ setuptools.setup(
     include_package_data = True,
     package_data = package_data,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements },
+    extras_require={ 'dev': dev_requirements, **engine_requirements },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

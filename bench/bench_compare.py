@@ -23,19 +23,13 @@ import argparse, contextlib, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clip_strategies.compare import compare, run_dir, write_request, run_overrides, run_one
+from clip_strategies.compare import compare, method_columns as comparable, run_dir, write_request, run_overrides, run_one
 from clip_strategies.cli import resolve_config
 from clip_strategies.models import keeping_base_models
 from clip_strategies.zeroshot import FEATURE_SETS_ENV
 
 MAIN_TARGET, GRID_TARGET, ENCODE_TARGET = 0.5, 0.3, 0.5
 HEAD_ONLY = ['zeroshot', 'zs_linear', 'linear_probe', 'gda', 'tip', 'tip_f', 'clip_adapter', 'coop']
-VOLATILE = ('seconds', 'peak_', 'card.')  # columns that measure the machine, not the method
-
-
-def comparable(rows:list)->list:
-    "The rows without the columns that measure time and memory."
-    return [{k: v for k, v in r.items() if not any(s in k for s in VOLATILE)} for r in rows]
 
 
 def timed_compare(out:Path, old:bool, **kw)->tuple:

@@ -5,20 +5,24 @@
 # %% ../nbs/42_compare.ipynb #bb158d4b
 from __future__ import annotations
 import argparse, csv, hashlib, io, json, math, os, resource, subprocess, sys, time
-import contextlib, copy, ctypes, fcntl, select, shlex, signal, socket, threading, traceback
+import contextlib, copy, ctypes, fcntl, importlib, re, select, shlex, shutil, signal, socket, threading, traceback
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['GRID_KEYS', 'PROTOCOLS', 'PROTOCOL_HEADLINES', 'DEFAULT_TARGETS', 'HEADLINE_TEXT', 'parse_strategy', 'strategy_label',
-           'check_distinct', 'check_strategies', 'reads_key', 'strategy_overrides', 'run_overrides', 'check_overrides',
+__all__ = ['GRID_KEYS', 'PROTOCOLS', 'PROTOCOL_HEADLINES', 'DEFAULT_TARGETS', 'EXECUTORS', 'CLUSTER_OPTIONS', 'POOLS',
+           'MACHINE_COLUMNS', 'HEADLINE_TEXT', 'CLUSTER_FLAGS', 'parse_strategy', 'strategy_label', 'check_distinct',
+           'check_strategies', 'reads_key', 'strategy_overrides', 'run_overrides', 'check_overrides',
            'check_combinations', 'check_grid', 'task_refusals', 'check_protocol', 'protocol_targets',
            'protocol_overrides', 'compare_record', 'read_json', 'check_out_folder', 'check_compare_dir', 'run_dir',
            'finished', 'write_request', 'reset_peak_memory', 'resident_peak_mb', 'peak_memory', 'run_one',
-           'die_with_parent', 'output_to', 'run_logged', 'serve_runs', 'child_env', 'launch', 'stop', 'tail',
-           'run_grid', 'Worker', 'answering', 'run_in_workers', 'set_score', 'forgetting', 'target_columns',
-           'card_columns', 'run_row', 'write_table', 'score', 'mean_std', 'seed_mean', 'summary', 'ranking_table',
-           'plot_compare', 'ComparisonInterrupted', 'run_missing', 'compare', 'comma_list', 'parse_compare_args',
-           'run_child', 'report', 'compare_main', 'calibration_points', 'plot_calibration']
+           'die_with_parent', 'output_to', 'log_header', 'run_logged', 'serve_runs', 'child_env', 'launch', 'stop',
+           'tail', 'run_host', 'failure_note', 'run_pool', 'ChildPool', 'run_grid', 'Worker', 'answering', 'WorkerPool',
+           'run_in_workers', 'ExecutorUnavailableError', 'engine', 'check_cluster_options', 'run_resources',
+           'remote_env', 'enter_remote', 'first_line', 'RunActor', 'RayPool', 'run_cell', 'SlurmPool', 'local_pool',
+           'set_score', 'forgetting', 'target_columns', 'card_columns', 'run_row', 'method_columns', 'write_table',
+           'score', 'mean_std', 'seed_mean', 'summary', 'ranking_table', 'plot_compare', 'ComparisonInterrupted',
+           'check_executor', 'run_missing', 'compare', 'comma_list', 'add_cluster_args', 'cluster_options',
+           'parse_compare_args', 'run_child', 'report', 'compare_main', 'calibration_points', 'plot_calibration']
 
 # %% ../nbs/42_compare.ipynb #2317be11
 import torch
@@ -276,11 +280,15 @@ def output_to(path:Path):
         sys.stdout.flush(); sys.stderr.flush()
         for fd, s in zip((1, 2), saved): os.dup2(s, fd); os.close(s)
 
+def log_header(d:Path)->str:
+    "The line a run's log gets from each process that starts it: which process, on which host."
+    return f"process {os.getpid()} on {socket.gethostname()} runs {d}"
+
 def run_logged(d:Path)->int:
     "Run the request in `d` with its output in `d/log.txt`: 0 when it finished, 1 when it raised (the traceback is in the log)."
     log = Path(d)/'log.txt'
     with output_to(log):
-        with open(log, 'a') as f: print(f"process {os.getpid()} runs {d}", file=f)
+        with open(log, 'a') as f: print(log_header(d), file=f)
         try: run_one(d); return 0
         except Exception:
             with open(log, 'a') as f: traceback.print_exc(file=f)  # to the file itself, wherever sys.stderr points
@@ -319,28 +327,55 @@ def tail(path:Path, n:int=5)->str:
     "The last `n` lines of a text file."
     return '\n'.join(Path(path).read_text(errors='replace').splitlines()[-n:]) if Path(path).exists() else ''
 
+def run_host(d:Path)->str|None:
+    "The host that last started the run in `d`, from its log's header lines (None: it never started)."
+    log = Path(d)/'log.txt'
+    hosts = re.findall(r'^process \d+ on (\S+) runs ', log.read_text(errors='replace'), re.M) if log.exists() else []
+    return hosts[-1] if hosts else None
+
+def failure_note(d:Path, why:str)->str:
+    "What is printed when the run in `d` failed: why, on which host, and the end of its log."
+    return f"run {d} failed on {run_host(d) or 'no host (it never started)'} ({why}); its log {str(Path(d)/'log.txt')!r} ends:\n{tail(Path(d)/'log.txt')}"
+
 # %% ../nbs/42_compare.ipynb #9ee4ad73
-def run_grid(todo:list, # run folders still to do (each holds its request)
+def run_pool(pool, # where runs go: `free()`, `give(folders)`, `busy()`, `done(timeout)`, `close(ok)`
+             todo:list, # run folders still to do (each holds its request)
              total:int, # runs in the whole grid (the bar starts at the finished ones)
-             jobs:int=1, # children at once
              progress:bool=True, # a progress bar over the grid
             )->list: # the folders whose run failed
-    "Run the children, at most `jobs` at once; return the failed ones. On an error or Ctrl-C the running children are ended."
-    pending, running, failed = list(todo), {}, []
+    "Hand `todo` to `pool` as it frees up; return the failed runs. On an error or Ctrl-C the pool ends (or cancels) what it runs."
+    pending, failed, ok = list(todo), [], False
     bar = tqdm(total=total, initial=total - len(todo), desc='runs', disable=not progress, unit='run')
     try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                slot = min(set(range(jobs)) - {s for _, s in running.values()})
-                d = pending.pop(0); running[launch(d, slot, jobs)] = (d, slot)
-            time.sleep(0.1)
-            for p in [p for p in running if p.poll() is not None]:
-                d, _ = running.pop(p)
-                if p.returncode != 0 or not finished(d):
-                    failed.append(d); tqdm.write(f"run {d} failed (exit {p.returncode}):\n{tail(d/'log.txt')}")
+        while pending or pool.busy():
+            n = min(len(pending), pool.free())
+            if n: pool.give(pending[:n]); del pending[:n]
+            for d, why in pool.done(0.5):
+                if why is None and not finished(d): why = "it ended without writing metrics.json and resources.json"
+                if why: failed.append(d); tqdm.write(failure_note(d, why))
                 bar.update(1)
-    finally: stop(list(running)); bar.close()
+        ok = True
+    finally: pool.close(ok); bar.close()
     return failed
+
+class ChildPool:
+    "A process of its own per run (`launch`), at most `jobs` at once: the `fresh_processes` path."
+    def __init__(self, jobs:int): self.jobs, self.running = jobs, {}  # Popen -> (folder, slot)
+    def free(self)->int: return self.jobs - len(self.running)
+    def busy(self)->bool: return bool(self.running)
+    def give(self, folders:list):
+        for d in folders:
+            slot = min(set(range(self.jobs)) - {s for _, s in self.running.values()})
+            self.running[launch(d, slot, self.jobs)] = (d, slot)
+    def done(self, timeout:float)->list:
+        time.sleep(min(timeout, 0.1))
+        ended = [p for p in self.running if p.poll() is not None]
+        return [(self.running.pop(p)[0], None if p.returncode == 0 else f"exit {p.returncode}") for p in ended]
+    def close(self, ok:bool): stop(list(self.running))
+
+def run_grid(todo:list, total:int, jobs:int=1, progress:bool=True)->list:
+    "Run each folder of `todo` in a child process of its own, at most `jobs` at once; return the failed ones."
+    return run_pool(ChildPool(jobs), todo, total, progress)
 
 # %% ../nbs/42_compare.ipynb #7a6d7535
 class Worker:
@@ -378,6 +413,28 @@ def answering(workers:list, timeout:float=0.5)->list:
     return [busy[fd] for fd in select.select(list(busy), [], [], timeout)[0]] if busy else []
 
 # %% ../nbs/42_compare.ipynb #b0f5ad82
+class WorkerPool:
+    "Up to `jobs` workers (`Worker`) that live across runs; a worker that died is replaced before its slot takes a run."
+    def __init__(self, jobs:int, logs:Path): self.jobs, self.logs, self.workers = jobs, Path(logs), {}  # slot -> Worker
+    def _idle(self)->list: return [s for s in range(self.jobs) if s not in self.workers or self.workers[s].run is None]
+    def free(self)->int: return len(self._idle())
+    def busy(self)->bool: return any(w.run is not None for w in self.workers.values())
+    def give(self, folders:list):
+        for slot, d in zip(self._idle(), folders):
+            w = self.workers.get(slot)
+            if w is None or w.proc.poll() is not None:
+                if w is not None: w.close()
+                self.logs.mkdir(parents=True, exist_ok=True); w = self.workers[slot] = Worker(slot, self.jobs, self.logs/f'worker{slot}.log')
+            w.give(d)
+    def done(self, timeout:float)->list:
+        out = []
+        for w in answering(list(self.workers.values()), timeout):
+            d, code = w.run, w.answer()
+            out.append((d, None if code == 0 else "it raised" if code is not None else f"its worker died (exit {w.proc.wait()}; see {w.log})"))
+        return out
+    def close(self, ok:bool):
+        for w in self.workers.values(): w.close(gently=ok)
+
 def run_in_workers(todo:list, # run folders still to do (each holds its request)
                    total:int, # runs in the whole grid (the bar starts at the finished ones)
                    jobs:int=1, # workers at once
@@ -385,29 +442,176 @@ def run_in_workers(todo:list, # run folders still to do (each holds its request)
                    logs:Path|None=None, # the folder of the workers' own logs (default: beside the first run's folder)
                   )->list: # the folders whose run failed
     "Run the folders in up to `jobs` workers that live across runs; return the failed ones. On an error or Ctrl-C the workers are ended."
-    pending, failed, workers, ok = list(todo), [], {}, False
-    logs = Path(logs) if logs else Path(todo[0]).parents[2]/'workers' if todo else None
-    bar = tqdm(total=total, initial=total - len(todo), desc='runs', disable=not progress, unit='run')
-    try:
-        while pending or any(w.run is not None for w in workers.values()):
-            for slot in range(jobs):
-                w = workers.get(slot)
-                if not pending or (w is not None and w.run is not None): continue
-                if w is None or w.proc.poll() is not None:
-                    if w is not None: w.close()
-                    logs.mkdir(parents=True, exist_ok=True); w = workers[slot] = Worker(slot, jobs, logs/f'worker{slot}.log')
-                w.give(pending.pop(0))
-            for w in answering(list(workers.values())):
-                d, code = w.run, w.answer()
-                if code != 0 or not finished(d):
-                    why = f"its worker died (exit {w.proc.wait()}; see {w.log})" if code is None else "it raised"
-                    failed.append(d); tqdm.write(f"run {d} failed ({why}):\n{tail(d/'log.txt')}")
-                bar.update(1)
-        ok = True
-    finally:
-        for w in workers.values(): w.close(gently=ok)
-        bar.close()
-    return failed
+    logs = Path(logs) if logs else Path(todo[0]).parents[2]/'workers' if todo else Path('workers')
+    return run_pool(WorkerPool(jobs, logs), todo, total, progress)
+
+# %% ../nbs/42_compare.ipynb #afe4b45c
+class ExecutorUnavailableError(RuntimeError):
+    "An executor that cannot run here: its engine (Ray, submitit) is not installed, or it cannot reach its cluster."
+
+EXECUTORS = {'local': None, 'ray': 'ray', 'slurm': 'submitit'}  # executor -> the package that runs it
+
+def engine(executor:str, # one of `EXECUTORS`
+          ):
+    "The package that runs `executor`'s runs (ray, submitit), imported; None for local. A missing one names the pip command."
+    pkg = EXECUTORS[check_name('executor {}', executor, EXECUTORS)]
+    if pkg is None: return None
+    try: return importlib.import_module(pkg)
+    except ImportError as e:
+        raise ExecutorUnavailableError(f"--executor {executor} needs the {pkg} package, which does not import here ({e}): "
+                                       f"pip install 'clip_strategies[{executor}]'") from None
+
+CLUSTER_OPTIONS = {  # option -> (the executors it is for, what it sets)
+    'address': (('ray',), "a running Ray cluster's address (default: $RAY_ADDRESS, else a Ray started on this machine)"),
+    'cache_dir': (('ray', 'slurm'), "the feature cache's folder, on storage every node sees (default: each node's own)"),
+    'gpus_per_run': (('ray', 'slurm'), "GPUs each run asks for (default: 1 where the cluster has GPUs, else 0)"),
+    'cpus_per_run': (('ray', 'slurm'), "CPU cores each run asks for (default: the config's DATALOADER.NUM_WORKERS + 1)"),
+    'partition': (('slurm',), "the SLURM partition (default: the cluster's)"),
+    'time_min': (('slurm',), "each SLURM job's time limit in minutes (default 720)"),
+    'slurm_local': (('slurm',), "run the jobs on this machine with submitit's local executor (no SLURM needed)"),
+}
+
+def check_cluster_options(executor:str, # one of `EXECUTORS`
+                          options:dict|None, # option -> value (see `CLUSTER_OPTIONS`)
+                         )->dict:
+    "`options` once each is known, meant for `executor` and of the right kind; else an error naming what is allowed."
+    options = dict(options or {})
+    for k, v in options.items():
+        for_ = CLUSTER_OPTIONS[check_name('cluster option {}', k, CLUSTER_OPTIONS)][0]
+        if executor not in for_: raise ValueError(f"cluster option {k!r} is for --executor {' or '.join(for_)}, not --executor {executor}")
+        low = 0 if k == 'gpus_per_run' else 1
+        if k in ('gpus_per_run', 'cpus_per_run', 'time_min') and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+            raise ValueError(f"cluster option {k} = {v!r}: expected an integer of at least {low}")
+    return options
+
+# %% ../nbs/42_compare.ipynb #c4098962
+def run_resources(config, # the comparison's config (a path or None)
+                  overrides:dict, # its overrides
+                  options:dict, # the cluster options (`gpus_per_run`, `cpus_per_run` win)
+                  gpus_there:int, # GPUs the cluster has (0: none)
+                 )->dict:
+    "What each run asks of a node: CPU cores for its data loaders (NUM_WORKERS + 1) and GPUs (1 where there are any)."
+    workers = load_config(config, {k: v for k, v in overrides.items() if k.startswith('DATALOADER.')})['DATALOADER.NUM_WORKERS']
+    gpus = options['gpus_per_run'] if options.get('gpus_per_run') is not None else int(gpus_there > 0)
+    return dict(cpus=options.get('cpus_per_run') or int(workers) + 1, gpus=gpus)
+
+def remote_env(options:dict)->dict:
+    "What a run on another node needs of this process's environment: the CLIP_STRATEGIES_* settings and the shared cache."
+    env = {k: v for k, v in os.environ.items() if k.startswith('CLIP_STRATEGIES_')}
+    if options.get('cache_dir'): env['CLIP_STRATEGIES_CACHE'] = str(Path(options['cache_dir']).absolute())
+    return env
+
+def enter_remote(env:dict, # from `remote_env`
+                 cwd:str, # the comparison's working folder (relative paths in configs are read from there)
+                ):
+    "Make a process on a cluster node stand where the comparison stands: its settings and its working folder."
+    os.environ.update(env)
+    try: os.chdir(cwd)
+    except OSError as e:
+        raise FileNotFoundError(f"the comparison's working folder {cwd!r} is not on {socket.gethostname()} ({e}): "
+                                f"start the comparison from a folder on storage every node sees") from None
+
+def first_line(e:BaseException)->str:
+    "An exception's first line, with its type."
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+
+# %% ../nbs/42_compare.ipynb #f0247097
+class RunActor:
+    "A Ray actor: `serve_runs`' worker on a cluster node, running one run folder at a time with base models kept loaded."
+    def __init__(self, env:dict, cwd:str):
+        enter_remote(env, cwd)
+        self.keeping = keeping_base_models(); self.keeping.__enter__()
+    def run(self, d:str)->int: return run_logged(Path(d))
+
+# %% ../nbs/42_compare.ipynb #0bf8d8e8
+class RayPool:
+    "Runs on a Ray cluster: up to `jobs` actors (`RunActor`), each holding the CPUs and GPUs a run asks for."
+    def __init__(self, jobs:int|None, out:Path, config, overrides:dict, options:dict):
+        self.ray = ray = engine('ray')
+        self.started = not ray.is_initialized()
+        try:
+            if self.started: ray.init(address=options.get('address'), include_dashboard=False, log_to_driver=False, logging_level='WARNING')
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ExecutorUnavailableError(f"cannot start or reach Ray (address {options.get('address') or os.environ.get('RAY_ADDRESS') or 'local'}): {first_line(e)}") from None
+        there = ray.cluster_resources()
+        res = run_resources(config, overrides, options, int(there.get('GPU', 0)))
+        fits = int(min(there.get('CPU', 0) // res['cpus'], there.get('GPU', 0) // res['gpus'] if res['gpus'] else math.inf))
+        if fits < 1: self.close(False); raise ValueError(f"each run asks {res['cpus']} CPUs and {res['gpus']} GPUs, more than any Ray node has ({there})")
+        self.actor = ray.remote(RunActor).options(num_cpus=res['cpus'], num_gpus=res['gpus'])
+        self.jobs, self.env, self.cwd = jobs or fits, remote_env(options), os.getcwd()
+        self.idle, self.running, self.actors = [], {}, []  # running: reference -> (actor, folder)
+    def free(self)->int: return self.jobs - len(self.running)
+    def busy(self)->bool: return bool(self.running)
+    def give(self, folders:list):
+        for d in folders:
+            if not self.idle: self.actors.append(self.actor.remote(self.env, self.cwd)); self.idle.append(self.actors[-1])
+            a = self.idle.pop()
+            self.running[a.run.remote(str(Path(d).absolute()))] = (a, d)
+    def done(self, timeout:float)->list:
+        out = []
+        for ref in (self.ray.wait(list(self.running), num_returns=1, timeout=timeout)[0] if self.running else []):
+            a, d = self.running.pop(ref)
+            try: code = self.ray.get(ref); self.idle.append(a); out.append((d, None if code == 0 else "it raised"))
+            except self.ray.exceptions.RayError as e: self.ray.kill(a); out.append((d, f"its Ray worker failed: {first_line(e)}"))
+        return out
+    def close(self, ok:bool):
+        for a in getattr(self, 'actors', []): self.ray.kill(a)  # Ctrl-C or an error: the runs in flight stop (their checkpoints stay)
+        if self.started: self.ray.shutdown()
+
+# %% ../nbs/42_compare.ipynb #a8f0be05
+def run_cell(d:str, # a run folder (absolute)
+             env:dict, cwd:str, # from `remote_env`, and the comparison's working folder
+             threads:int, # torch's CPU threads: the job's cores (Ray sets this for its actors; SLURM does not)
+            )->int:
+    "A SLURM job (or submitit's local one): run the request in `d` as a worker would, its output in `d/log.txt`."
+    enter_remote(env, cwd); torch.set_num_threads(threads)
+    return run_logged(Path(d))
+
+# %% ../nbs/42_compare.ipynb #b2c45561
+class SlurmPool:
+    "Runs as SLURM jobs through submitit, handed over as job arrays; `slurm_local`: submitit's local executor on this machine."
+    @staticmethod
+    def check(options:dict):
+        "Refuse, before anything runs, a machine that cannot submit to SLURM (unless the jobs are to run here)."
+        if not options.get('slurm_local') and shutil.which('sbatch') is None:
+            raise ExecutorUnavailableError("--executor slurm: sbatch is not found, so this machine cannot submit to SLURM: run from a "
+                                           "SLURM login node, or add --slurm-local to run the jobs here with submitit's local executor")
+    def __init__(self, jobs:int|None, out:Path, config, overrides:dict, options:dict):
+        self.check(options)
+        submitit, self.local = engine('slurm'), bool(options.get('slurm_local'))
+        res = run_resources(config, overrides, options, torch.cuda.device_count() if self.local else 1)
+        self.ex = submitit.AutoExecutor(folder=Path(out).absolute()/'slurm'/'%j', cluster='local' if self.local else 'slurm')
+        params = dict(name='clip_strategies', timeout_min=options.get('time_min', 720), cpus_per_task=res['cpus'], gpus_per_node=res['gpus'],
+                      nodes=1, tasks_per_node=1)
+        if options.get('partition'): params['slurm_partition'] = options['partition']
+        if jobs and not self.local: params['slurm_array_parallelism'] = jobs
+        self.ex.update_parameters(**params)
+        self.jobs = (jobs or 1) if self.local else 2**31  # SLURM queues the array; the local executor starts all it is given
+        self.env, self.cwd, self.threads, self.running = remote_env(options), os.getcwd(), res['cpus'], {}  # running: job -> folder
+    def free(self)->int: return self.jobs - len(self.running)
+    def busy(self)->bool: return bool(self.running)
+    def give(self, folders:list):
+        with self.ex.batch(): subs = [self.ex.submit(run_cell, str(Path(d).absolute()), self.env, self.cwd, self.threads) for d in folders]
+        for job, d in zip(subs, folders):
+            self.running[job] = d
+            with open(Path(d)/'log.txt', 'a') as f: print(f"submitted as job {job.job_id}; submitit's logs: {job.paths.stdout}, {job.paths.stderr}", file=f)
+    def done(self, timeout:float)->list:
+        time.sleep(timeout); out = []
+        for job in [j for j in self.running if j.done()]:
+            d = self.running.pop(job)
+            try: code = job.result(); out.append((d, None if code == 0 else "it raised"))
+            except Exception as e: out.append((d, f"its job {job.job_id} failed: {first_line(e)}; submitit's log: {job.paths.stderr}"))
+        return out
+    def close(self, ok:bool):
+        if not ok:
+            for job in self.running: job.cancel(check=False)  # Ctrl-C or an error: what was submitted is cancelled
+
+# %% ../nbs/42_compare.ipynb #113061fd
+def local_pool(jobs:int|None, out:Path, config, overrides:dict, options:dict):
+    "This machine's pool: workers that live across runs (`options['fresh_processes']`: a process per run), `jobs` at once (default 1)."
+    return ChildPool(jobs or 1) if options.get('fresh_processes') else WorkerPool(jobs or 1, Path(out)/'workers')
+
+POOLS = {'local': local_pool, 'ray': RayPool, 'slurm': SlurmPool}  # executor -> its pool (same arguments)
 
 # %% ../nbs/42_compare.ipynb #43af6ef6
 def set_score(metrics:dict)->float|None:
@@ -451,6 +655,12 @@ def run_row(d:Path, spec, shots:int, seed:int, protocol:str='few_shot')->dict:
         row |= card_columns(m.get('card', {})) | dict(forgetting=forgetting(m)) | target_columns(m, protocol)
     except (KeyError, TypeError, AttributeError) as e: raise ValueError(f"{str(Path(d)/'metrics.json')!r} is not a run's metrics (no {e}): {fix}") from None
     return row | ({'harmonic_mean': m['base_to_new']['harmonic_mean']} if m.get('base_to_new') else {})
+
+MACHINE_COLUMNS = ('seconds', 'peak_', 'card.')  # columns that measure the machine (time, memory) or describe the run, not the method
+
+def method_columns(rows:list)->list:
+    "The rows without the columns that measure the machine: what two runs of the same grid, anywhere, must agree on."
+    return [{k: v for k, v in r.items() if not any(s in k for s in MACHINE_COLUMNS)} for r in rows]
 
 def write_table(rows:list, out:Path)->tuple:
     "`results.csv` and `results.json` in `out` (written atomically); returns their paths."
@@ -539,14 +749,30 @@ def plot_compare(rows:list, # the table's rows
 class ComparisonInterrupted(KeyboardInterrupt):
     "A comparison stopped by Ctrl-C; its message says how many runs are finished and saved."
 
-def run_missing(out:Path, grid:list, config, overrides:dict, jobs:int=1, progress:bool=True,
-                fresh_processes:bool=False, # a process per run (`run_grid`) instead of workers that live across runs
+def check_executor(executor:str, # one of `EXECUTORS`
+                   options:dict|None, # cluster options (`CLUSTER_OPTIONS`)
+                   jobs:int|None, # runs at once (None: the executor's default)
+                   fresh_processes:bool, # a process per run (local only)
+                  )->dict: # the checked options (with `fresh_processes` for the local pool)
+    "Check how the grid is to run before anything runs: the executor and its engine, its options, `jobs`."
+    engine(executor)
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1): raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    if fresh_processes and executor != 'local': raise ValueError(f"fresh_processes is for --executor local: with {executor}, each run's process is the cluster's")
+    options = check_cluster_options(executor, options)
+    getattr(POOLS[executor], 'check', lambda options: None)(options)  # what a pool can tell before it starts (SLURM: sbatch)
+    return options | ({'fresh_processes': True} if fresh_processes else {})
+
+def run_missing(out:Path, grid:list, config, overrides:dict,
+                jobs:int|None=1, # runs at once (None: the executor's default)
+                progress:bool=True, # a progress bar over the grid
+                executor:str='local', # one of `EXECUTORS`: where the runs run
+                options:dict|None=None, # from `check_executor`
                )->list:
-    "Write the request of every run of `grid` not yet finished, and run them; return the failed ones."
+    "Write the request of every run of `grid` not yet finished, and run them on `executor`; return the failed ones."
     todo = [(g, run_dir(out, *g)) for g in grid if not finished(run_dir(out, *g))]
     for (s, k, seed), d in todo: write_request(d, config, run_overrides(s, k, seed, d, overrides))
-    todo = [d for _, d in todo]
-    try: return run_grid(todo, len(grid), jobs, progress) if fresh_processes else run_in_workers(todo, len(grid), jobs, progress, Path(out)/'workers')
+    if not todo: return []
+    try: return run_pool(POOLS[executor](jobs, Path(out), config, overrides, options or {}), [d for _, d in todo], len(grid), progress)
     except KeyboardInterrupt:
         done = sum(finished(run_dir(out, *g)) for g in grid)
         raise ComparisonInterrupted(f"{done} of {len(grid)} runs are finished and saved in {str(Path(out)/'runs')!r} "
@@ -559,17 +785,18 @@ def compare(strategies:list|None=None, # names, combinations ('lora+coop' or lis
             config='mini', # a shipped config name or a YAML file (None: the defaults)
             overrides:dict|None=None, # more config keys for every run
             out='output/compare', # the comparison's folder (new, empty, or a comparison's)
-            jobs:int=1, # runs at once
+            jobs:int|None=None, # runs at once (None: 1 on this machine, as many as fit on a Ray cluster, all of them on SLURM)
             progress:bool=True, # a progress bar over the grid
             protocol:str='few_shot', # one of `PROTOCOLS`: what the runs are tested on and ranked by
             targets:list|None=None, # a transfer protocol's test datasets (None: `DEFAULT_TARGETS` for the source)
             fresh_processes:bool=False, # a process per run, as before workers lived across runs (same results, slower)
+            executor:str='local', # where the runs run: 'local' (this machine), 'ray' or 'slurm' (`EXECUTORS`)
+            cluster:dict|None=None, # the executor's options (`CLUSTER_OPTIONS`), e.g. {'partition': 'gpu'}
            )->dict: # rows, failed run folders, the folder and the wall seconds
     "Run every strategy over shots and seeds under `protocol` (resuming the folder's earlier runs); write the table, the plots and the ranking."
-    if not isinstance(jobs, int) or jobs < 1: raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    options = check_executor(executor, cluster, jobs, fresh_processes)
     strategies = [strategies] if isinstance(strategies, str) else strategies
-    specs = check_strategies(list_strategies() if strategies is None else list(strategies))
-    protocol = check_protocol(protocol)
+    specs, protocol = check_strategies(list_strategies() if strategies is None else list(strategies)), check_protocol(protocol)
     cfg, over, seeds = resolve_config(config), dict(overrides or {}), list(seeds)
     shots = list(shots or ((1, 2, 4, 8, 16) if protocol == 'few_shot' else (16,)))
     source = load_config(cfg, {k: v for k, v in over.items() if k.startswith('DATASET.')})['DATASET.NAME']
@@ -585,7 +812,7 @@ def compare(strategies:list|None=None, # names, combinations ('lora+coop' or lis
         check_compare_dir(out, compare_record(specs, shots, seeds, cfg, over) | (dict(protocol=protocol, targets=targets) if protocol != 'few_shot' else {}))
         grid = [(s, k, seed) for k in shots for seed in seeds for s in specs]
         for g in [g for g in grid if finished(run_dir(out, *g))]: run_row(run_dir(out, *g), *g, protocol)  # an unreadable one is named now
-        failed = run_missing(out, grid, cfg, over, jobs, progress, fresh_processes)
+        failed = run_missing(out, grid, cfg, over, jobs, progress, executor, options)
         rows = [run_row(run_dir(out, *g), *g, protocol) for g in grid if finished(run_dir(out, *g))]
         if rows:
             write_table(rows, out); atomic_write(out/'ranking.md', ranking_table(rows) + '\n')
@@ -600,6 +827,22 @@ def comma_list(kind:type):
         except ValueError: raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
     return parse
 
+CLUSTER_FLAGS = {'address': '--ray-address', 'cache_dir': '--cache-dir', 'gpus_per_run': '--gpus-per-run', 'cpus_per_run': '--cpus-per-run',
+                 'partition': '--partition', 'time_min': '--time-min', 'slurm_local': '--slurm-local'}  # option -> its flag
+
+def add_cluster_args(p:argparse.ArgumentParser):
+    "Add `--executor` and a flag per cluster option (`CLUSTER_OPTIONS`) to `p`."
+    g = p.add_argument_group('where the runs run')
+    g.add_argument('--executor', default='local', choices=list(EXECUTORS), help="this machine (default), a Ray cluster, or SLURM through submitit")
+    for k, flag in CLUSTER_FLAGS.items():
+        kind = dict(action='store_true') if k == 'slurm_local' else dict(type=int) if k.endswith(('_per_run', '_min')) else {}
+        g.add_argument(flag, dest=k, default=None, help=f"{' or '.join(CLUSTER_OPTIONS[k][0])}: {CLUSTER_OPTIONS[k][1]}", **kind)
+
+def cluster_options(args:argparse.Namespace)->dict:
+    "The cluster options given on the command line."
+    return {k: getattr(args, k) for k in CLUSTER_FLAGS if getattr(args, k) not in (None, False)}
+
+# %% ../nbs/42_compare.ipynb #f3954e7e
 def parse_compare_args(argv=None)->argparse.Namespace:
     "Parse `clip_strategies_compare`'s command line."
     p = argparse.ArgumentParser(prog='clip_strategies_compare', description="Compare strategies over shots and seeds on equal terms.")
@@ -609,10 +852,11 @@ def parse_compare_args(argv=None)->argparse.Namespace:
     p.add_argument('--seeds', type=comma_list(int), default=[1, 2, 3], help="split and training seeds, e.g. 1,2,3")
     p.add_argument('--protocol', default='few_shot', help=f"what the runs are tested on and ranked by: {', '.join(PROTOCOLS)} (default: few_shot)")
     p.add_argument('--targets', type=comma_list(str), default=None, help="cross_dataset or domain_generalization: the test datasets (default: the protocol's for the source)")
-    p.add_argument('--jobs', type=int, default=1, help="runs at once (one per GPU where there are several)")
+    p.add_argument('--jobs', type=int, default=None, help="runs at once (default: 1 here, as many as fit on a Ray cluster, no limit on SLURM)")
     p.add_argument('--out', default='output/compare', help="the comparison's folder: new, empty, or a comparison's (the same arguments resume it)")
     p.add_argument('--no-progress', action='store_true', help="no progress bar")
     p.add_argument('--fresh-processes', action='store_true', help="run each run in a process of its own (slower; the same results)")
+    add_cluster_args(p)
     p.add_argument('--worker', type=int, default=None, help=argparse.SUPPRESS)  # a worker process: answer on this file descriptor
     p.add_argument('--one', default=None, help=argparse.SUPPRESS)  # a child process: run the request in this folder
     p.add_argument('--parent', type=int, default=None, help=argparse.SUPPRESS)  # the child's parent: it dies with it
@@ -623,7 +867,7 @@ def parse_compare_args(argv=None)->argparse.Namespace:
 def run_child(d:Path, parent:int|None)->int:
     "A child process: run the request in `d`, dying with `parent`; Ctrl-C ends it with one line."
     if parent: die_with_parent(parent)
-    print(f"process {os.getpid()} runs {d}", flush=True)
+    print(log_header(d), flush=True)
     try: run_one(d); return 0
     except KeyboardInterrupt: print("interrupted", file=sys.stderr); return 130
 
@@ -643,12 +887,12 @@ def compare_main(argv=None)->int:
     if args.one: return run_child(Path(args.one), args.parent)
     if args.worker is not None: serve_runs(args.worker, args.parent); return 0
     try: res = compare(args.strategies, args.shots, args.seeds, args.config, parse_overrides(args.overrides), args.out,
-                       args.jobs, not args.no_progress, args.protocol, args.targets, args.fresh_processes)
+                       args.jobs, not args.no_progress, args.protocol, args.targets, args.fresh_processes, args.executor, cluster_options(args))
     except KeyboardInterrupt as e:
         saved = str(e) or f"the runs finished so far are kept in {str(Path(args.out)/'runs')!r}"
         print(f"interrupted: {saved}; to resume, run the same command: {shlex.join(['clip_strategies_compare', *argv])}", file=sys.stderr)
         return 130
-    except RUN_ERRORS as e: print(f"clip_strategies_compare: error: {e}", file=sys.stderr); return 1
+    except (*RUN_ERRORS, ExecutorUnavailableError) as e: print(f"clip_strategies_compare: error: {e}", file=sys.stderr); return 1
     except USER_ERRORS as e: print(f"clip_strategies_compare: error: {e.args[0] if e.args else e}", file=sys.stderr); return 2
     report(res)
     return 1 if res['failed'] else 0

@@ -71,8 +71,7 @@ from clip_strategies import compare as compare_mod
 def no_runs(monkeypatch):
     "Fail the test if the comparison starts any run (a refusal must come first)."
     def refuse(*a, **k): raise AssertionError("the comparison started runs instead of refusing")
-    monkeypatch.setattr(compare_mod, 'run_grid', refuse)
-    monkeypatch.setattr(compare_mod, 'run_in_workers', refuse)
+    monkeypatch.setattr(compare_mod, 'run_pool', refuse)
 
 def children_of(out:Path)->list:
     "Process ids of the comparison's workers (or children) working in `out` (Linux: read from /proc)."
@@ -196,7 +195,7 @@ def test_a_combination_is_checked_up_front_and_no_table_is_claimed_when_none_was
     assert compare_main([*QUICK, '--strategies', 'zeroshot,lora+lora', '--seeds', '1', '--out', str(out)]) == 2
     err = capsys.readouterr().err
     assert 'lora+lora' in err and 'both train' in err and not (out/'runs').exists(), err
-    monkeypatch.setattr(compare_mod, 'run_in_workers', lambda todo, *a, **k: list(todo))  # every run fails
+    monkeypatch.setattr(compare_mod, 'run_pool', lambda pool, todo, *a, **k: list(todo))  # every run fails
     assert compare_main([*QUICK, '--strategies', 'zeroshot', '--seeds', '1', '--out', str(out)]) == 1
     printed = capsys.readouterr()
     assert '0 runs in' not in printed.out and 'no run finished' in printed.err, printed

@@ -7,17 +7,13 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from clip_strategies.compare import compare, run_in_workers, run_dir, write_request, run_overrides, finished
+from clip_strategies.compare import compare, method_columns as comparable, run_in_workers, run_dir, write_request, run_overrides, finished
 from clip_strategies.cli import resolve_config, before_metrics, _BEFORE
 from clip_strategies.core import seed_everything
 from clip_strategies.models import load_clip, keeping_base_models, rng_digest
 from clip_strategies.mini import mini_dataset
 from clip_strategies.zeroshot import features_key, split_features, _FEATURES, FEATURE_SETS_ENV
 
-VOLATILE = ('seconds', 'peak_', 'card.')
-
-def comparable(rows:list)->list:
-    return [{k: v for k, v in r.items() if not any(s in k for s in VOLATILE)} for r in rows]
 
 def test_workers_give_the_numbers_of_a_process_per_run(tmp_path, monkeypatch):
     grid = dict(strategies=['zeroshot', 'lora'], shots=[2], seeds=[1, 2], jobs=1, progress=False)

@@ -17,8 +17,7 @@ TINY = ['OPTIM.MAX_EPOCH', '1']
 def no_runs(monkeypatch):
     "Fail the test if the comparison starts any run (a refusal must come first)."
     def refuse(*a, **k): raise AssertionError("the comparison started runs instead of refusing")
-    monkeypatch.setattr(compare_mod, 'run_grid', refuse)
-    monkeypatch.setattr(compare_mod, 'run_in_workers', refuse)
+    monkeypatch.setattr(compare_mod, 'run_pool', refuse)
 
 def rows_of(out:Path)->dict: return {r['strategy']: r for r in json.loads((out/'results.json').read_text())}
 
