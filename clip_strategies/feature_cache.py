@@ -17,17 +17,17 @@ from .anatomy import vision_names
 from .callback import Callback
 from .data import random_augmentation
 from .learner import DataLoaders, to_device
+from .models import rng_states, set_rng_states
 
 # %% ../nbs/12_feature_cache.ipynb #a362c5ae
 def _same_twice(ds)->bool:
     "Whether item 0 comes out identical under two different seeds (the RNG states are left as they were)."
     def draw(seed):
-        st, nst = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            try:
-                torch.manual_seed(seed); random.seed(seed); np.random.seed(seed)
-                x = ds[0][0]
-            finally: random.setstate(st); np.random.set_state(nst)
+        states = rng_states()
+        try:
+            torch.manual_seed(seed); random.seed(seed); np.random.seed(seed)
+            x = ds[0][0]
+        finally: set_rng_states(states)
         return x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
     a, b = draw(1), draw(2)
     return a.shape == b.shape and torch.equal(a, b)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_zeroshot.ipynb #f37b87de
 from __future__ import annotations
-import contextlib, hashlib, json, os, time, warnings
+import contextlib, hashlib, json, os, time, warnings, weakref
 from pathlib import Path
 from collections import OrderedDict
 
@@ -14,10 +14,10 @@ __all__ = ['FEATURE_SETS_ENV', 'FEATURE_CACHE_GB_ENV', 'evaluating', 'encode_ima
            'expected_calibration_error', 'classification_metrics', 'retrieval_metrics', 'UnseenWordsWarning',
            'unseen_words', 'unseen_words_message', 'warn_unseen_words', 'TruncatedCaptionsWarning',
            'truncated_captions', 'truncated_captions_message', 'warn_truncated_captions', 'truncated_captions_note',
-           'model_logit_scale', 'kept_feature_sets', 'first_item_digest', 'dataset_identity', 'vision_identity',
-           'features_key', 'keep_features', 'kept_features_hold', 'features_dir', 'tensors_digest', 'write_features',
-           'read_features', 'prune_features', 'split_features', 'classification_logits', 'evaluate_classification',
-           'evaluate_retrieval']
+           'model_logit_scale', 'kept_feature_sets', 'first_item_digest', 'dataset_identity', 'tower_digest',
+           'frozen_tower', 'vision_identity', 'features_key', 'keep_features', 'kept_features_hold', 'features_dir',
+           'tensors_digest', 'write_features', 'read_features', 'prune_features', 'split_features',
+           'classification_logits', 'evaluate_classification', 'evaluate_retrieval']
 
 # %% ../nbs/05_zeroshot.ipynb #a0389953
 import numpy as np
@@ -302,17 +302,48 @@ def dataset_identity(dataset)->list:
     return [type(dataset).__name__, len(dataset), split_checksum(dataset), ' '.join(repr(dataset_attr(dataset, 'transform')).split()),
             first_item_digest(dataset), dataset_attr(dataset, 'classnames'), dataset_attr(dataset, 'templates')]
 
+# %% ../nbs/05_zeroshot.ipynb #bc02e6ff
+_TOWER_DIGESTS = weakref.WeakKeyDictionary()  # module -> (its tensors' stamps, its weights digest)
+
+def _stamps(module:nn.Module)->list|None:
+    "Each state-dict tensor's storage (a weak reference) and its name, place, shape, dtype and version (None: one untracked)."
+    out = []
+    for k, v in module.state_dict(keep_vars=True).items():
+        if not torch.is_tensor(v) or v.is_inference() or v.layout != torch.strided: return None
+        out.append((weakref.ref(v.untyped_storage()), (k, v.data_ptr(), v._version, v.dtype, tuple(v.shape), v.stride(), str(v.device))))
+    return out
+
+def _same_stamps(old:list, new:list)->bool:
+    "Whether each tensor still lives in the storage stamped before and was not changed in place since."
+    return len(old) == len(new) and all(o() is not None and o() is n() and a == b for (o, a), (n, b) in zip(old, new))
+
+def tower_digest(module:nn.Module, # an image tower (any module)
+                )->str:
+    "`weights_digest(module)`, computed again only when one of its tensors was replaced or changed in place since."
+    stamps, kept = _stamps(module), _TOWER_DIGESTS.get(module)
+    if stamps is not None and kept is not None and _same_stamps(kept[0], stamps): return kept[1]
+    digest = weights_digest(module)
+    if stamps is not None: _TOWER_DIGESTS[module] = (stamps, digest)
+    return digest
+
+def frozen_tower(model:nn.Module, # a CLIP model
+                )->bool:
+    "Whether `model` has an image tower and none of its parameters requires grad (only such a tower's features are kept)."
+    visual = getattr(model, 'visual', None)
+    return visual is not None and not any(p.requires_grad for p in visual.parameters())
+
 # %% ../nbs/05_zeroshot.ipynb #7d0adc1e
 def vision_identity(model:nn.Module)->list|None:
     "The image tower's structure and weights digest (None: hooks or a replaced `encode_image` make its output unknowable)."
     visual = getattr(model, 'visual', None)
     if visual is None or 'encode_image' in vars(model) or any(m._forward_hooks or m._forward_pre_hooks for m in visual.modules()): return None
-    return [hashlib.sha256(repr(visual).encode()).hexdigest()[:16], weights_digest(visual)]
+    return [hashlib.sha256(repr(visual).encode()).hexdigest()[:16], tower_digest(visual)]
 
 def features_key(model:nn.Module, dataset, batch_size:int, device)->str|None:
-    "A digest of everything `split_features` depends on (None: not cacheable)."
+    "A digest of everything `split_features` depends on (None: not kept: a tower that trains, hooks, an empty split)."
+    if not frozen_tower(model) or len(dataset) == 0: return None
     tower = vision_identity(model)
-    if tower is None or len(dataset) == 0: return None
+    if tower is None: return None
     parts = [tower, dataset_identity(dataset), batch_size, str(device), torch.get_num_threads(), torch.__version__, __version__]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
@@ -341,31 +372,38 @@ def tensors_digest(feats:torch.Tensor, labels:torch.Tensor)->str:
 def write_features(key:str, feats:torch.Tensor, labels:torch.Tensor):
     "Keep a split's features on disk under `key` (atomically, with their checksum), then hold the folder under its size limit."
     path = features_dir()/f'{key}.safetensors'
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_safetensors(dict(features=feats, labels=labels), path, metadata=dict(key=key, sha256=tensors_digest(feats, labels)))
+    try: save_safetensors(dict(features=feats, labels=labels), path, metadata=dict(key=key, sha256=tensors_digest(feats, labels)))
+    except FileNotFoundError: return  # the folder was removed meanwhile (another process clearing the cache): not kept
     prune_features()
 
 def read_features(key:str)->tuple|None:
-    "The features kept on disk under `key` (None: none kept; a damaged or mismatched file is removed, with a warning)."
+    "The features kept on disk under `key` (None: none kept, or removed meanwhile; a damaged or mismatched file is removed, with a warning)."
     path = features_dir()/f'{key}.safetensors'
-    if not path.is_file(): return None
     try:
         t, meta = read_safetensors(path)
         ok = meta.get('key') == key and meta.get('sha256') == tensors_digest(t['features'], t['labels'])
-    except (ValueError, KeyError, OSError) as e: ok, t = False, None
+    except FileNotFoundError: return None
+    except (ValueError, KeyError, OSError): ok, t = False, None
     if not ok:
+        if not path.exists(): return None  # another process removed it while it was read: a miss, not damage
         warnings.warn(f"removed a damaged feature cache file {str(path)!r}: the split is encoded again")
         path.unlink(missing_ok=True); return None
-    os.utime(path)  # recently used: pruned last
+    with contextlib.suppress(FileNotFoundError): os.utime(path)  # recently used: pruned last (unless removed meanwhile)
     return t['features'], t['labels']
+
+# %% ../nbs/05_zeroshot.ipynb #eb441035
+def _stat(p:Path)->os.stat_result|None:
+    "`p.stat()`, or None when the file is gone (another process sharing the folder removed it)."
+    try: return p.stat()
+    except FileNotFoundError: return None
 
 def prune_features():
     "Remove the least recently used feature files beyond `$CLIP_STRATEGIES_FEATURE_CACHE_GB` (default 2)."
     limit = float(os.environ.get(FEATURE_CACHE_GB_ENV) or 2) * 2**30
-    files = sorted(features_dir().glob('*.safetensors'), key=lambda p: p.stat().st_mtime, reverse=True)
+    files = [(p, s) for p in features_dir().glob('*.safetensors') if (s := _stat(p)) is not None]
     total = 0
-    for p in files:
-        total += p.stat().st_size
+    for p, s in sorted(files, key=lambda ps: ps[1].st_mtime, reverse=True):
+        total += s.st_size
         if total > limit: p.unlink(missing_ok=True)
 
 # %% ../nbs/05_zeroshot.ipynb #231c1da2
@@ -375,14 +413,14 @@ def split_features(model:nn.Module, # a CLIP model (`encode_image`)
                    device=None, # where to run (default: the model's device)
                    num_workers:int=0, # DataLoader workers
                   )->tuple: # (features [N, D] float32, normalised, on the CPU; labels [N] long)
-    "Encode `dataset` once: L2-normalised image features and integer labels (reused where the same tower saw the same split)."
+    "Encode `dataset` once: L2-normalised image features and integer labels (reused where the same frozen tower saw the same split)."
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     key = features_key(model, dataset, batch_size, model_device(model, device)) if num_workers == 0 and kept_feature_sets() else None
     kept = (_FEATURES.get(key) or read_features(key)) if key else None
     if kept is not None and kept_features_hold(model, loader, kept[0], device):
         keep_features(key, *kept); return kept[0].clone(), kept[1].clone()
     feats, labels = image_features(model, loader, device)
-    feats, labels = feats, torch.as_tensor(labels).long()
+    labels = torch.as_tensor(labels).long()
     if key: keep_features(key, feats.clone(), labels.clone()); write_features(key, feats, labels)
     return feats, labels
 

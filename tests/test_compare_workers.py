@@ -12,7 +12,8 @@ from clip_strategies.cli import resolve_config, before_metrics, _BEFORE
 from clip_strategies.core import seed_everything
 from clip_strategies.models import load_clip, keeping_base_models, rng_digest
 from clip_strategies.mini import mini_dataset
-from clip_strategies.zeroshot import features_key, split_features, _FEATURES, FEATURE_SETS_ENV
+import clip_strategies.zeroshot as zeroshot
+from clip_strategies.zeroshot import features_key, split_features, features_dir, _FEATURES, FEATURE_SETS_ENV
 
 
 def test_workers_give_the_numbers_of_a_process_per_run(tmp_path, monkeypatch):
@@ -63,13 +64,14 @@ def test_a_worker_that_dies_fails_its_run_and_a_new_one_takes_the_rest(tmp_path)
 @pytest.fixture(scope='module')
 def small():
     model, preprocess, _ = load_clip('mini', device='cpu')
+    model.requires_grad_(False)  # a frozen tower: the only kind whose features are keyed
     return model, Subset(mini_dataset('mini_shapes', 'test', transform=preprocess), range(40))
 
 def test_features_key_changes_with_each_part(small):
     model, ds = small
     key = features_key(model, ds, 16, 'cpu')
     assert key == features_key(model, ds, 16, 'cpu')
-    other = load_clip('mini', device='cpu')[0]
+    other = load_clip('mini', device='cpu')[0].requires_grad_(False)
     with torch.no_grad(): other.visual.proj.add_(1e-3)
     changed = [features_key(other, ds, 16, 'cpu'),                                         # the tower's weights
                features_key(model, Subset(ds.dataset, range(1, 41)), 16, 'cpu'),           # which items
@@ -92,6 +94,39 @@ def test_a_reused_split_is_checked_and_leaves_the_generators_as_encoding_would(s
     key = features_key(model, ds, 16, 'cpu')
     _FEATURES[key] = (f1 + 1, l1)  # what the key does not see: the first-batch check finds it and encodes afresh
     assert torch.equal(split_features(model, ds, 16)[0], f1)
+
+@pytest.fixture
+def counted_digests(monkeypatch, tmp_path):
+    "The towers whose weights digest `features_key` computes, in a cache folder of the test's own."
+    monkeypatch.setenv('CLIP_STRATEGIES_CACHE', str(tmp_path))
+    calls, real = [], zeroshot.weights_digest
+    monkeypatch.setattr(zeroshot, 'weights_digest', lambda m: calls.append(m) or real(m))
+    _FEATURES.clear()
+    yield calls
+    _FEATURES.clear()
+
+def test_a_trainable_tower_is_neither_digested_nor_kept(small, counted_digests):
+    _, ds = small
+    trainable = load_clip('mini', device='cpu')[0].requires_grad_(False)
+    trainable.visual.proj.requires_grad_(True)  # one trainable tensor in the image tower is enough
+    feats, _ = split_features(trainable, ds, 16)
+    assert counted_digests == [] and not features_dir().exists() and len(_FEATURES) == 0
+    assert features_key(trainable, ds, 16, 'cpu') is None
+    trainable.requires_grad_(False)
+    assert torch.equal(split_features(trainable, ds, 16)[0], feats) and len(list(features_dir().iterdir())) == 1
+
+def test_a_frozen_towers_digest_is_computed_once_and_again_after_a_change(small, counted_digests):
+    _, ds = small
+    tower = load_clip('mini', device='cpu')[0].requires_grad_(False)
+    key = features_key(tower, ds, 16, 'cpu')
+    split_features(tower, ds, 16); split_features(tower, ds, 16)
+    assert features_key(tower, ds, 16, 'cpu') == key and len(counted_digests) == 1
+    with torch.no_grad():  # WiSE-FT's interpolation, in place: every weight halfway to zero
+        for p in tower.parameters(): p.copy_(0.5 * p)
+    changed = features_key(tower, ds, 16, 'cpu')
+    assert changed != key and len(counted_digests) == 2
+    tower.visual.load_state_dict(load_clip('mini', device='cpu')[0].visual.state_dict())  # back to the base weights
+    assert features_key(tower, ds, 16, 'cpu') == key and len(counted_digests) == 3
 
 def test_before_metrics_once_per_kept_model_and_same_generators(small):
     _, ds = small
