@@ -194,7 +194,12 @@ def before_metrics(model, tokenizer, test, also:dict, # the untouched model, its
         before, also_before, after = _BEFORE[key]
         set_rng_states(after)
         return copy.deepcopy(before), copy.deepcopy(also_before)
-    before, also_before = evaluate(model, tokenizer, test, task, batch_size), evaluate_sets(model, tokenizer, also, batch_size)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    try:  # evaluated frozen, so the splits it encodes are kept (`zeroshot.features_key`) for the run's own evaluation and the next runs
+        for p in trainable: p.requires_grad_(False)
+        before, also_before = evaluate(model, tokenizer, test, task, batch_size), evaluate_sets(model, tokenizer, also, batch_size)
+    finally:
+        for p in trainable: p.requires_grad_(True)
     if key is not None: _BEFORE[key] = (copy.deepcopy(before), copy.deepcopy(also_before), rng_states())
     return before, also_before
 
