@@ -18,11 +18,12 @@ __all__ = ['GRID_KEYS', 'PROTOCOLS', 'PROTOCOL_HEADLINES', 'DEFAULT_TARGETS', 'E
            'die_with_parent', 'output_to', 'log_header', 'run_logged', 'serve_runs', 'child_env', 'launch', 'stop',
            'tail', 'run_host', 'failure_note', 'run_pool', 'ChildPool', 'run_grid', 'Worker', 'answering', 'WorkerPool',
            'run_in_workers', 'ExecutorUnavailableError', 'engine', 'check_cluster_options', 'run_resources',
-           'remote_env', 'enter_remote', 'first_line', 'RunActor', 'RayPool', 'run_cell', 'SlurmPool', 'local_pool',
-           'set_score', 'forgetting', 'target_columns', 'card_columns', 'run_row', 'method_columns', 'write_table',
-           'score', 'mean_std', 'seed_mean', 'summary', 'ranking_table', 'plot_compare', 'ComparisonInterrupted',
-           'check_executor', 'run_missing', 'compare', 'comma_list', 'add_cluster_args', 'cluster_options',
-           'parse_compare_args', 'run_child', 'report', 'compare_main', 'calibration_points', 'plot_calibration']
+           'remote_env', 'enter_remote', 'first_line', 'RunActor', 'ray_slots', 'RayPool', 'run_cell', 'SlurmPool',
+           'local_pool', 'set_score', 'forgetting', 'target_columns', 'card_columns', 'run_row', 'method_columns',
+           'write_table', 'score', 'mean_std', 'seed_mean', 'summary', 'ranking_table', 'plot_compare',
+           'ComparisonInterrupted', 'check_executor', 'run_missing', 'compare', 'comma_list', 'add_cluster_args',
+           'cluster_options', 'parse_compare_args', 'run_child', 'report', 'compare_main', 'calibration_points',
+           'plot_calibration']
 
 # %% ../nbs/42_compare.ipynb #2317be11
 import torch
@@ -523,6 +524,14 @@ class RunActor:
         self.keeping = keeping_base_models(); self.keeping.__enter__()
     def run(self, d:str)->int: return run_logged(Path(d))
 
+def ray_slots(nodes:list, # `ray.nodes()`: each node's `Alive` and `Resources`
+              res:dict, # what one run asks (`run_resources`)
+             )->int:
+    "How many runs asking `res` fit at once on the alive nodes, each run on one node (0: none fits anywhere)."
+    per_node = [min(n['Resources'].get('CPU', 0) // res['cpus'], n['Resources'].get('GPU', 0) // res['gpus'] if res['gpus'] else math.inf)
+                for n in nodes if n.get('Alive', True)]
+    return int(sum(per_node))
+
 # %% ../nbs/42_compare.ipynb #0bf8d8e8
 class RayPool:
     "Runs on a Ray cluster: up to `jobs` actors (`RunActor`), each holding the CPUs and GPUs a run asks for."
@@ -535,7 +544,7 @@ class RayPool:
             raise ExecutorUnavailableError(f"cannot start or reach Ray (address {options.get('address') or os.environ.get('RAY_ADDRESS') or 'local'}): {first_line(e)}") from None
         there = ray.cluster_resources()
         res = run_resources(config, overrides, options, int(there.get('GPU', 0)))
-        fits = int(min(there.get('CPU', 0) // res['cpus'], there.get('GPU', 0) // res['gpus'] if res['gpus'] else math.inf))
+        fits = ray_slots(ray.nodes(), res)
         if fits < 1: self.close(False); raise ValueError(f"each run asks {res['cpus']} CPUs and {res['gpus']} GPUs, more than any Ray node has ({there})")
         self.actor = ray.remote(RunActor).options(num_cpus=res['cpus'], num_gpus=res['gpus'])
         self.jobs, self.env, self.cwd = jobs or fits, remote_env(options), os.getcwd()

@@ -10,7 +10,7 @@ ray = pytest.importorskip('ray')
 submitit = pytest.importorskip('submitit')
 
 from clip_strategies import compare as compare_mod
-from clip_strategies.compare import (compare, compare_main, run_dir, finished, run_host, check_executor, run_resources,
+from clip_strategies.compare import (compare, compare_main, run_dir, finished, run_host, check_executor, run_resources, ray_slots,
                                      ComparisonInterrupted, ExecutorUnavailableError, method_columns as comparable)
 from clip_strategies.cli import resolve_config
 
@@ -147,3 +147,9 @@ def test_each_run_asks_for_its_loaders_cores_and_a_gpu_where_there_are_any():
     assert run_resources(cfg, {}, {}, 0) == dict(cpus=1, gpus=0)
     assert run_resources(cfg, {'DATALOADER.NUM_WORKERS': 7}, {}, 4) == dict(cpus=8, gpus=1)
     assert run_resources(cfg, {}, {'gpus_per_run': 2, 'cpus_per_run': 3}, 4) == dict(cpus=3, gpus=2)
+
+def test_runs_fit_node_by_node_on_ray():
+    node = lambda cpu, gpu=0, alive=True: dict(Alive=alive, Resources=dict(CPU=cpu, GPU=gpu) if gpu else dict(CPU=cpu))
+    assert ray_slots([node(8, 4), node(8, 4)], dict(cpus=3, gpus=1)) == 4    # 2 a node: the cores, not the GPUs, limit
+    assert ray_slots([node(2), node(2)], dict(cpus=3, gpus=0)) == 0          # 4 cores in all, but no node has 3
+    assert ray_slots([node(16, 8, alive=False), node(4)], dict(cpus=1, gpus=0)) == 4
