@@ -874,10 +874,9 @@ def parse_compare_args(argv=None)->argparse.Namespace:
 
 # %% ../nbs/42_compare.ipynb #9f5c5b7f
 def run_child(d:Path, parent:int|None)->int:
-    "A child process: run the request in `d`, dying with `parent`; Ctrl-C ends it with one line."
+    "A child process: run the request in `d` as a worker would (`run_logged`), dying with `parent`; Ctrl-C ends it with one line."
     if parent: die_with_parent(parent)
-    print(log_header(d), flush=True)
-    try: run_one(d); return 0
+    try: return run_logged(d)
     except KeyboardInterrupt: print("interrupted", file=sys.stderr); return 130
 
 def report(res:dict):

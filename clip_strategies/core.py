@@ -4,13 +4,13 @@
 
 # %% ../nbs/00_core.ipynb #a7cf99ba
 from __future__ import annotations
-import os, random, tempfile, difflib, contextlib, fcntl, json, shlex, socket, sys, time
+import os, random, stat, tempfile, difflib, contextlib, fcntl, json, shlex, socket, sys, time
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'TRACKERS', 'get_device', 'best_precision', 'seed_everything', 'process_rank', 'is_main_process',
            'UnknownNameError', 'close_matches', 'first_few', 'unknown_name', 'check_name', 'tracker_names', 'cache_dir',
-           'atomic_write', 'save_safetensors', 'read_safetensors', 'load_state_dict', 'FolderInUseError',
+           'file_mode', 'atomic_write', 'save_safetensors', 'read_safetensors', 'load_state_dict', 'FolderInUseError',
            'lock_details', 'read_holder', 'holder_text', 'folder_lock', 'trainable_numel', 'count_params', 'ToRGB',
            'results_file']
 
@@ -122,6 +122,12 @@ def cache_dir()->Path:
     "Where clip_strategies keeps built models and caches: `$CLIP_STRATEGIES_CACHE` or `~/.cache/clip_strategies`."
     return Path(os.environ.get('CLIP_STRATEGIES_CACHE') or Path.home()/'.cache'/'clip_strategies')
 
+def file_mode(path:Path)->int:
+    "The permissions `path` should get: those it has, else what `open` would give a new file (0o666 less the umask)."
+    with contextlib.suppress(FileNotFoundError): return stat.S_IMODE(os.stat(path).st_mode)
+    umask = os.umask(0); os.umask(umask)  # reading the umask means setting it; put back at once
+    return 0o666 & ~umask
+
 def atomic_write(path:str|Path, # the file to write
                  data:bytes|str, # its whole content
                 )->Path:
@@ -130,6 +136,7 @@ def atomic_write(path:str|Path, # the file to write
     if isinstance(data, str): data = data.encode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
+        os.chmod(tmp, file_mode(path))  # mkstemp makes it 0600: a shared results folder must stay readable by others
         with os.fdopen(fd, 'wb') as f:
             f.write(data); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
